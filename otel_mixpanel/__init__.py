@@ -1,0 +1,15 @@
+"""otel-mixpanel: product analytics in Mixpanel from OpenTelemetry spans."""
+
+from otel_mixpanel.api import identify, set_profile, set_user, track
+from otel_mixpanel.config import ConfigError, Settings
+from otel_mixpanel.exporter import MixpanelSpanExporter
+
+__all__ = [
+    "ConfigError",
+    "MixpanelSpanExporter",
+    "Settings",
+    "identify",
+    "set_profile",
+    "set_user",
+    "track",
+]

@@ -1,0 +1,350 @@
+"""Settings: constructor argument, else environment variable, else default.
+
+Every setting is declared once in ``SETTINGS`` with its variable, default, unit and
+meaning; ``docs/configuration.md`` is checked against that table by the tests.
+Durations are in milliseconds, as the OpenTelemetry specification asks of
+``OTEL_*`` variables. A bad value raises ``ConfigError`` naming the variable and
+what was expected; secret values are never echoed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "OTEL_EXPORTER_MIXPANEL_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the exporter cannot work with."""
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """Which hops in front of the application may be believed about the client's address.
+
+    ``hops`` trusts that many proxies, counted from the right of ``X-Forwarded-For``;
+    ``networks`` trusts hops whose address lies in one of them. Neither: trust no header.
+    """
+
+    hops: int = 0
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.hops > 0 or bool(self.networks)
+
+    def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.networks)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: Any
+    parse: Callable[[str, str], Any]
+    unit: str
+    description: str
+    secret: bool = False
+
+
+def _text(env: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_text(env: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _flag(env: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{env}={raw!r}: expected true or false")
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(env: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{env}={raw!r}: expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _positive_int(minimum: int = 1, maximum: int | None = None) -> Callable[[str, str], int]:
+    def parse(env: str, raw: str) -> int:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"{env}={raw!r}: expected a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ConfigError(f"{env}={raw!r}: expected a whole number of at least {minimum}{upper}")
+        return value
+
+    return parse
+
+
+def _word_list(env: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _lower_word_list(env: str, raw: str) -> tuple[str, ...]:
+    return tuple(word.lower() for word in _word_list(env, raw))
+
+
+def _extensions(env: str, raw: str) -> tuple[str, ...]:
+    return tuple("." + word.lower().lstrip(".") for word in _word_list(env, raw))
+
+
+def _endpoint(env: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{env}={raw!r}: expected a base URL such as https://api.mixpanel.com "
+            "or https://api-eu.mixpanel.com (the API paths are appended)"
+        )
+    return value
+
+
+def _trusted_proxies(env: str, raw: str) -> TrustedProxies:
+    value = raw.strip()
+    if not value:
+        return TrustedProxies()
+    if value.isdigit():
+        return TrustedProxies(hops=int(value))
+    networks = []
+    for part in _word_list(env, value):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{env}={raw!r}: expected a number of proxy hops, or a comma-separated "
+                f"list of proxy addresses and CIDR ranges ({part!r} is neither)"
+            ) from None
+    return TrustedProxies(networks=tuple(networks))
+
+
+def _path(env: str, raw: str) -> str:
+    return os.path.expanduser(raw.strip())
+
+
+def _default_spool_dir() -> str:
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "otel-mixpanel")
+
+
+DEFAULT_STATIC_EXTENSIONS = (
+    ".css .js .mjs .map .png .jpg .jpeg .gif .svg .ico .webp .avif .bmp "
+    ".woff .woff2 .ttf .otf .eot .mp4 .webm .mp3 .wav .ogg .zip .gz .txt .xml .json .webmanifest"
+)
+
+DEFAULT_REDACTED_QUERY_PARAMS = (
+    "token,access_token,refresh_token,id_token,password,passwd,pwd,secret,client_secret,"
+    "api_key,apikey,key,code,signature,sig,auth,authorization,session,sessionid,otp"
+)
+
+SETTINGS: tuple[Setting, ...] = (
+    # Credentials and where to send.
+    Setting("token", "TOKEN", None, _optional_text, "text",
+            "Mixpanel project token. Needed unless a service account is set.", secret=True),
+    Setting("endpoint", "ENDPOINT", "https://api.mixpanel.com", _endpoint, "URL",
+            "Base URL of Mixpanel's ingestion API; /import, /track and /engage are appended. "
+            "EU residency: https://api-eu.mixpanel.com, India: https://api-in.mixpanel.com."),
+    Setting("api_secret", "API_SECRET", None, _optional_text, "text",
+            "Project API secret, used as Basic credentials for /import.", secret=True),
+    Setting("service_account_username", "SERVICE_ACCOUNT_USERNAME", None, _optional_text, "text",
+            "Service account user name for /import (needs the project id)."),
+    Setting("service_account_secret", "SERVICE_ACCOUNT_SECRET", None, _optional_text, "text",
+            "Service account secret.", secret=True),
+    Setting("project_id", "PROJECT_ID", None, _optional_text, "text",
+            "Mixpanel project id, required with a service account."),
+    Setting("events_api", "EVENTS_API", "auto", _choice("auto", "import", "track"), "import, track or auto",
+            "Where events go. auto: /import?strict=1 when credentials allow it "
+            "(service account, API secret, or the token as Basic user), else /track."),
+    # What becomes an event.
+    Setting("id_merge", "ID_MERGE", "simplified", _choice("simplified", "original"), "simplified or original",
+            "The project's ID Merge API: decides distinct_id and whether $identify is sent."),
+    Setting("page_views", "PAGE_VIEWS", True, _flag, "true or false",
+            "Turn successful GET requests into page-view events."),
+    Setting("page_view_event", "PAGE_VIEW_EVENT", "$mp_web_page_view", _text, "event name",
+            "Name of the page-view event."),
+    Setting("page_view_include", "PAGE_VIEW_INCLUDE", (), _word_list, "comma-separated path globs",
+            "When set, only paths matching one of these globs are page views (e.g. /app/*,/)."),
+    Setting("page_view_exclude", "PAGE_VIEW_EXCLUDE", (), _word_list, "comma-separated path globs",
+            "Paths matching one of these globs are never page views (e.g. /healthz,/api/*)."),
+    Setting("static_extensions", "STATIC_EXTENSIONS", _extensions("", DEFAULT_STATIC_EXTENSIONS.replace(" ", ",")),
+            _extensions, "comma-separated file extensions",
+            "Paths ending in one of these are static assets, never page views."),
+    Setting("excluded_events", "EXCLUDED_EVENTS", ("exception",), _word_list, "comma-separated span-event names",
+            "Span events that never become Mixpanel events."),
+    Setting("track_bots", "TRACK_BOTS", False, _flag, "true or false",
+            "Send events for requests from crawlers and synthetic clients."),
+    Setting("trusted_proxies", "TRUSTED_PROXIES", TrustedProxies(), _trusted_proxies,
+            "hop count, or comma-separated addresses and CIDRs",
+            "Proxies whose X-Forwarded-For / Forwarded entries are believed. Empty: the socket peer is the client."),
+    Setting("ip_mode", "IP", "full", _choice("full", "truncate", "off"), "full, truncate or off",
+            "The client IP sent for geolocation: as is, with the last IPv4 octet / last 80 IPv6 bits "
+            "zeroed, or not at all."),
+    Setting("redact_query_params", "REDACT_QUERY_PARAMS", _lower_word_list("", DEFAULT_REDACTED_QUERY_PARAMS),
+            _lower_word_list, "comma-separated parameter names",
+            "Query parameters whose values are replaced by 'redacted' in every URL property."),
+    Setting("trace_wait_ms", "TRACE_WAIT", 60_000, _positive_int(0), "milliseconds",
+            "How long events of a child span wait for their request's server span before they are "
+            "sent with the context known so far."),
+    # Delivery.
+    Setting("spool", "SPOOL", "sqlite", _choice("sqlite", "memory"), "sqlite or memory",
+            "sqlite: events are kept on disk until Mixpanel accepts them. memory: lost if the process dies."),
+    Setting("spool_dir", "SPOOL_DIR", None, _path, "directory",
+            "Where the SQLite spool lives. Default: $XDG_STATE_HOME/otel-mixpanel "
+            "(~/.local/state/otel-mixpanel)."),
+    Setting("spool_max_events", "SPOOL_MAX_EVENTS", 1_000_000, _positive_int(), "events",
+            "Most events kept in the spool; past it the oldest are dropped and counted."),
+    Setting("spool_max_bytes", "SPOOL_MAX_BYTES", 256 * 1024 * 1024, _positive_int(), "bytes",
+            "Most bytes of event JSON kept in the spool; past it the oldest are dropped and counted."),
+    Setting("batch_size", "BATCH_SIZE", 2000, _positive_int(1, 2000), "events",
+            "Most events or profile updates in one request (Mixpanel's limit is 2000)."),
+    Setting("max_request_bytes", "MAX_REQUEST_BYTES", 1024 * 1024, _positive_int(1024), "bytes",
+            "Most uncompressed bytes in one request; larger batches are split before sending."),
+    Setting("schedule_delay_ms", "SCHEDULE_DELAY", 1000, _positive_int(0), "milliseconds",
+            "How long the sender waits to fill a batch before sending what it has."),
+    Setting("timeout_ms", "TIMEOUT", 10_000, _positive_int(1), "milliseconds",
+            "Time-out of one HTTP request to Mixpanel."),
+    Setting("retry_initial_ms", "RETRY_INITIAL_BACKOFF", 2000, _positive_int(1), "milliseconds",
+            "First wait before retrying a failed request; doubles each time, with jitter."),
+    Setting("retry_max_ms", "RETRY_MAX_BACKOFF", 60_000, _positive_int(1), "milliseconds",
+            "Longest wait between retries."),
+    Setting("compression", "COMPRESSION", "gzip", _choice("gzip", "none"), "gzip or none",
+            "Request body compression."),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def env_name(setting: Setting) -> str:
+    return ENV_PREFIX + setting.env
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str | None = None
+    endpoint: str = "https://api.mixpanel.com"
+    api_secret: str | None = None
+    service_account_username: str | None = None
+    service_account_secret: str | None = None
+    project_id: str | None = None
+    events_api: str = "auto"
+    id_merge: str = "simplified"
+    page_views: bool = True
+    page_view_event: str = "$mp_web_page_view"
+    page_view_include: tuple[str, ...] = ()
+    page_view_exclude: tuple[str, ...] = ()
+    static_extensions: tuple[str, ...] = SETTINGS_BY_NAME["static_extensions"].default
+    excluded_events: tuple[str, ...] = ("exception",)
+    track_bots: bool = False
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    ip_mode: str = "full"
+    redact_query_params: tuple[str, ...] = SETTINGS_BY_NAME["redact_query_params"].default
+    trace_wait_ms: int = 60_000
+    spool: str = "sqlite"
+    spool_dir: str | None = None
+    spool_max_events: int = 1_000_000
+    spool_max_bytes: int = 256 * 1024 * 1024
+    batch_size: int = 2000
+    max_request_bytes: int = 1024 * 1024
+    schedule_delay_ms: int = 1000
+    timeout_ms: int = 10_000
+    retry_initial_ms: int = 2000
+    retry_max_ms: int = 60_000
+    compression: str = "gzip"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``overrides`` (constructor arguments), else ``environ``, else defaults."""
+        environ = os.environ if environ is None else environ
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        unknown = set(overrides) - set(SETTINGS_BY_NAME)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            variable = env_name(setting)
+            if setting.name in overrides:
+                value = overrides[setting.name]
+                if isinstance(value, str):
+                    value = setting.parse(f"argument {setting.name}", value)
+                elif isinstance(value, (list, set)):
+                    value = tuple(value)
+                values[setting.name] = value
+            elif environ.get(variable, "").strip():
+                values[setting.name] = setting.parse(variable, environ[variable])
+        if values.get("spool_dir") is None:
+            values["spool_dir"] = _default_spool_dir()
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        username, secret = self.service_account_username, self.service_account_secret
+        if bool(username) != bool(secret):
+            raise ConfigError(
+                f"{ENV_PREFIX}SERVICE_ACCOUNT_USERNAME and {ENV_PREFIX}SERVICE_ACCOUNT_SECRET "
+                "must be set together"
+            )
+        if username and not self.project_id:
+            raise ConfigError(f"{ENV_PREFIX}PROJECT_ID is required with a service account")
+        if not self.token and not username:
+            raise ConfigError(
+                f"{ENV_PREFIX}TOKEN is not set: expected your Mixpanel project token "
+                "(or a service account with a project id)"
+            )
+        if self.events_api == "import" and self.import_auth is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}EVENTS_API=import needs credentials: a service account, "
+                f"{ENV_PREFIX}API_SECRET, or {ENV_PREFIX}TOKEN without {ENV_PREFIX}PROJECT_ID"
+            )
+        if self.events_api == "track" and not self.token:
+            raise ConfigError(f"{ENV_PREFIX}EVENTS_API=track needs {ENV_PREFIX}TOKEN")
+        if self.retry_max_ms < self.retry_initial_ms:
+            raise ConfigError(
+                f"{ENV_PREFIX}RETRY_MAX_BACKOFF ({self.retry_max_ms} ms) must be at least "
+                f"{ENV_PREFIX}RETRY_INITIAL_BACKOFF ({self.retry_initial_ms} ms)"
+            )
+
+    @property
+    def import_auth(self) -> tuple[str, str] | None:
+        """Basic credentials for /import, in Mixpanel's order of preference, or None."""
+        if self.service_account_username and self.service_account_secret:
+            return (self.service_account_username, self.service_account_secret)
+        if self.api_secret:
+            return (self.api_secret, "")
+        if self.token and not self.project_id:
+            return (self.token, "")
+        return None
+
+    @property
+    def uses_import(self) -> bool:
+        if self.events_api == "auto":
+            return self.import_auth is not None
+        return self.events_api == "import"
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if SETTINGS_BY_NAME[f.name].secret and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
