@@ -1,0 +1,114 @@
+"""Step 2a: gather the spans of one request before turning them into events.
+
+Child spans end, and are exported, before the request's server span; yet their events
+need the request's context (user agent, URL, user). Spans are therefore held until
+their local root (a span without a parent in this process) ends, then handed on as one
+``LocalTrace``. Spans whose root does not come in time are handed on alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+# Beyond this many waiting spans the oldest traces are let go, so memory stays bounded
+# whatever the application does with its spans.
+MAX_WAITING_SPANS = 100_000
+
+
+@dataclass
+class LocalTrace:
+    """The spans of one request (or job) in this process; ``root`` is None when it never came."""
+
+    root: ReadableSpan | None
+    spans: list[ReadableSpan]
+
+
+@dataclass
+class _Waiting:
+    since: float
+    spans: list[ReadableSpan] = field(default_factory=list)
+
+
+def is_local_root(span: ReadableSpan) -> bool:
+    parent = span.parent
+    return parent is None or parent.is_remote
+
+
+class TraceAssembler:
+    def __init__(self, wait_seconds: float, clock=time.monotonic) -> None:
+        self._wait = wait_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting: OrderedDict[int, _Waiting] = OrderedDict()
+        self._waiting_count = 0
+
+    def add(self, spans: Sequence[ReadableSpan]) -> list[LocalTrace]:
+        """Take finished spans; return the traces completed by them and those that waited too long."""
+        complete: list[LocalTrace] = []
+        now = self._clock()
+        with self._lock:
+            for span in spans:
+                if span.context is None:
+                    continue
+                if is_local_root(span):
+                    complete.append(LocalTrace(span, self._claim_descendants(span) + [span]))
+                else:
+                    waiting = self._waiting.get(span.context.trace_id)
+                    if waiting is None:
+                        waiting = self._waiting[span.context.trace_id] = _Waiting(now)
+                    waiting.spans.append(span)
+                    self._waiting_count += 1
+            complete.extend(self._release(lambda w: now - w.since >= self._wait
+                                          or self._waiting_count > MAX_WAITING_SPANS))
+        return complete
+
+    def drain(self) -> list[LocalTrace]:
+        """Everything still waiting, for shutdown."""
+        with self._lock:
+            return self._release(lambda waiting: True)
+
+    @property
+    def waiting_spans(self) -> int:
+        return self._waiting_count
+
+    def _claim_descendants(self, root: ReadableSpan) -> list[ReadableSpan]:
+        waiting = self._waiting.get(root.context.trace_id)
+        if waiting is None:
+            return []
+        parent_of = {s.context.span_id: s.parent.span_id for s in waiting.spans if s.parent is not None}
+        root_id = root.context.span_id
+
+        def descends(span_id: int) -> bool:
+            seen = set()
+            while span_id in parent_of and span_id not in seen:
+                seen.add(span_id)
+                span_id = parent_of[span_id]
+                if span_id == root_id:
+                    return True
+            return False
+
+        mine = [s for s in waiting.spans if descends(s.context.span_id)]
+        if len(mine) == len(waiting.spans):
+            del self._waiting[root.context.trace_id]
+        else:
+            waiting.spans = [s for s in waiting.spans if not descends(s.context.span_id)]
+        self._waiting_count -= len(mine)
+        return mine
+
+    def _release(self, should_release) -> list[LocalTrace]:
+        released = []
+        while self._waiting:
+            trace_id, waiting = next(iter(self._waiting.items()))
+            if not should_release(waiting):
+                break
+            del self._waiting[trace_id]
+            self._waiting_count -= len(waiting.spans)
+            released.append(LocalTrace(None, waiting.spans))
+        return released
+

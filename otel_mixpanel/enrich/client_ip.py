@@ -1,0 +1,85 @@
+"""The client's IP address: the socket peer, or the proxies' headers read from the right.
+
+A client controls the left of ``X-Forwarded-For``; only entries added by proxies the
+operator trusts can be believed. So the header is read from the right, skipping
+trusted hops, and the first address not vouched for by a trusted proxy is the client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from otel_mixpanel.config import TrustedProxies
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FORWARDED_FOR = re.compile(r'(?i)(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
+
+
+def parse_address(text: str | None) -> IPAddress | None:
+    """An IP address from a header or attribute value, tolerating ports, brackets and quotes."""
+    if not text:
+        return None
+    value = text.strip().strip('"').strip()
+    if value.startswith("["):
+        value = value[1:].split("]", 1)[0]
+    elif value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    value = value.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _x_forwarded_for_hops(values: tuple[str, ...]) -> list[str]:
+    return [hop.strip() for value in values for hop in value.split(",") if hop.strip()]
+
+
+def _forwarded_hops(values: tuple[str, ...]) -> list[str]:
+    hops = []
+    for value in values:
+        for element in value.split(","):
+            match = _FORWARDED_FOR.search(element)
+            # An element without for= still is a hop: keep its place so hop counting stays right.
+            hops.append(match.group(1) if match else "unknown")
+    return hops
+
+
+def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple[str, ...],
+              trusted: TrustedProxies) -> str | None:
+    """The client's address as text, or None when nothing usable was recorded."""
+    peer_address = parse_address(peer)
+    if not trusted.enabled:
+        return str(peer_address) if peer_address else None
+    hops = _forwarded_hops(forwarded) if forwarded else _x_forwarded_for_hops(forwarded_for)
+    if not hops:
+        return str(peer_address) if peer_address else None
+    if trusted.hops:
+        # Each of the N trusted proxies appended the address it saw; the client is the N-th from the right.
+        if len(hops) < trusted.hops:
+            return str(peer_address) if peer_address else None
+        candidate = parse_address(hops[-trusted.hops])
+        return str(candidate) if candidate else None
+    if peer_address is None or not trusted.trusts(peer_address):
+        return str(peer_address) if peer_address else None
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None:
+            # An unknown or obfuscated hop cannot be trusted, and what lies left of it cannot be believed.
+            return None
+        if not trusted.trusts(address):
+            return str(address)
+    first = parse_address(hops[0])
+    return str(first) if first else None
+
+
+def anonymise(address: str, mode: str) -> str | None:
+    """Apply the IP privacy setting: ``full`` keeps it, ``truncate`` zeroes the host part, ``off`` drops it."""
+    if mode == "off":
+        return None
+    if mode == "full":
+        return address
+    parsed = ipaddress.ip_address(address)
+    prefix = 24 if parsed.version == 4 else 48
+    return str(ipaddress.ip_network(f"{parsed}/{prefix}", strict=False).network_address)

@@ -1,0 +1,73 @@
+"""The page's URL properties, with sensitive query parameters redacted."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+REDACTED = "redacted"
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def query_pairs(query: str | None) -> list[tuple[str, str]]:
+    if not query:
+        return []
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
+    """The query with every sensitive parameter's value replaced, order and the rest kept."""
+    pairs = query_pairs(query)
+    if not any(name.lower() in sensitive for name, _ in pairs):
+        return query or ""
+    return urlencode([(name, REDACTED if name.lower() in sensitive else value) for name, value in pairs])
+
+
+def redact_url(address: str, sensitive: frozenset[str]) -> str | None:
+    """A whole URL with sensitive query parameters (and any user:password) removed; None if unparsable."""
+    try:
+        parts = urlsplit(address)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query, sensitive), ""))
+
+
+def split_host(host: str | None) -> tuple[str | None, str | None]:
+    """``example.com:8080`` -> (``example.com``, ``8080``); brackets of IPv6 literals kept off the name."""
+    if not host:
+        return None, None
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name.lower() or None, rest[1:] if rest.startswith(":") and rest[1:].isdigit() else None
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit() and ":" not in name:
+        return name.lower() or None, port
+    return host.lower(), None
+
+
+def page_properties(scheme: str | None, host: str | None, path: str | None, query: str | None,
+                    sensitive: frozenset[str]) -> dict[str, Any]:
+    """``$current_url`` and the web SDK's ``current_url_*`` / ``current_domain`` page properties."""
+    properties: dict[str, Any] = {}
+    scheme = scheme or "http"
+    domain, port = split_host(host)
+    search = redact_query(query, sensitive)
+    if path is not None:
+        safe_path = quote(path, safe="/%:@!$&'()*+,;=-._~")
+        if domain:
+            netloc = f"[{domain}]" if ":" in domain else domain
+            if port and port != _DEFAULT_PORTS.get(scheme):
+                netloc += f":{port}"
+            properties["$current_url"] = urlunsplit((scheme, netloc, safe_path, search, ""))
+        properties["current_url_path"] = safe_path
+    if search:
+        properties["current_url_search"] = "?" + search
+    properties["current_url_protocol"] = scheme + ":"
+    if domain:
+        properties["current_domain"] = domain
+    return properties

@@ -1,0 +1,126 @@
+"""Step 4: Mixpanel events and profile updates from one request's spans and its context.
+
+Everything here is a pure function of the spans and the settings: the same spans give
+the same messages, down to ``$insert_id``, so a message sent twice is deduplicated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
+from otel_mixpanel.assembly import LocalTrace
+from otel_mixpanel.config import Settings
+from otel_mixpanel.context import RequestContext
+from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
+from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
+
+LIBRARY = "otel-mixpanel"
+LIBRARY_VERSION = "0.1.0"
+# What identity and deduplication rest on: never overwritten by span-event attributes, never dropped.
+RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id", "$user_id",
+                      "$identified_id", "$anon_id"})
+EVENTS = "events"
+PROFILES = "people"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One Mixpanel record, for the consumer endpoint ``endpoint`` ("events" or "people")."""
+
+    endpoint: str
+    body: dict[str, Any]
+
+
+def insert_id(trace_id: int, span_id: int, slot: str) -> str:
+    """A stable 32-character ``$insert_id`` for one event of one span."""
+    key = f"{trace_id:032x}{span_id:016x}{slot}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def _millis(nanoseconds: int | None) -> int:
+    return int(nanoseconds or 0) // 1_000_000
+
+
+class EventBuilder:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._excluded = frozenset(settings.excluded_events)
+
+    def messages(self, trace: LocalTrace, context: RequestContext) -> Iterator[Message]:
+        if context.is_bot and not self._settings.track_bots:
+            return
+        server_span = context.server_span
+        if server_span is not None and self._is_page_view(context):
+            yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
+                              {**context.properties, **context.page}, context)
+        for span in trace.spans:
+            for index, span_event in enumerate(span.events):
+                if span_event.name == IDENTIFY_EVENT:
+                    yield from self._identify(span, index, span_event.timestamp, context)
+                elif span_event.name == SET_PROFILE_EVENT:
+                    yield self._profile_update(span_event.attributes, context)
+                elif span_event.name and span_event.name not in self._excluded:
+                    properties = {**context.properties, **safe_properties(span_event.attributes)}
+                    yield self._event(span_event.name, span, str(index), span_event.timestamp, properties, context)
+
+    def _is_page_view(self, context: RequestContext) -> bool:
+        http = context.http
+        settings = self._settings
+        if not settings.page_views or http is None or http.method != "GET":
+            return False
+        if http.status_code is None or not 200 <= http.status_code < 300 or http.path is None:
+            return False
+        path = http.path
+        if path.lower().endswith(settings.static_extensions):
+            return False
+        if settings.page_view_include and not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_include):
+            return False
+        return not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude)
+
+    def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
+               properties: dict[str, Any], context: RequestContext) -> Message:
+        for key in RESERVED & properties.keys():
+            del properties[key]
+        properties.update(identity_properties(self._settings.id_merge, context.device_id, context.user_id))
+        properties["time"] = _millis(timestamp)
+        properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, slot)
+        properties.setdefault("mp_lib", LIBRARY)
+        properties.setdefault("$lib_version", LIBRARY_VERSION)
+        if self._settings.token:
+            properties["token"] = self._settings.token
+        properties, _ = limit_property_count(properties, RESERVED)
+        return Message(EVENTS, {"event": truncate_utf8(name), "properties": properties})
+
+    def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
+                  context: RequestContext) -> Iterator[Message]:
+        """Original ID Merge links the device to the user with one ``$identify`` at login;
+        Simplified ID Merge links them through the first event carrying both ids."""
+        if self._settings.id_merge != ORIGINAL or not context.device_id or not context.user_id:
+            return
+        properties = identify_properties(context.device_id, context.user_id)
+        properties["time"] = _millis(timestamp)
+        properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, f"identify{index}")
+        if self._settings.token:
+            properties["token"] = self._settings.token
+        yield Message(EVENTS, {"event": "$identify", "properties": properties})
+
+    def _profile_update(self, attributes: Any, context: RequestContext) -> Message:
+        update: dict[str, Any] = {
+            "$distinct_id": distinct_id(self._settings.id_merge, context.device_id, context.user_id),
+            "$set": limit_property_count(safe_properties(attributes), frozenset())[0],
+        }
+        if self._settings.token:
+            update["$token"] = self._settings.token
+        # Outside $set, so that Mixpanel locates the user rather than the server that sent the update.
+        if context.ip:
+            update["$ip"] = context.ip
+        if context.latitude is not None:
+            update["$latitude"] = context.latitude
+            update["$longitude"] = context.longitude
+        return Message(PROFILES, update)

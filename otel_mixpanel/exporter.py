@@ -1,0 +1,130 @@
+"""The OpenTelemetry span exporter: spans in, Mixpanel events and profile updates out.
+
+``export()`` only converts: spans -> local traces -> request context -> messages, then
+hands the messages to the sender, which keeps them (durably by default) and delivers
+them from its own thread. Nothing here waits on the network, and nothing raises into
+the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otel_mixpanel.assembly import LocalTrace, TraceAssembler
+from otel_mixpanel.config import Settings
+from otel_mixpanel.context import build_context
+from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.events import EVENTS, EventBuilder, Message
+
+logger = logging.getLogger("otel_mixpanel")
+
+NO_IDENTITY_ADVICE = (
+    "Mixpanel events are being sent without a user: no span of the request carries "
+    "enduser.pseudo.id (anonymous device id) or enduser.id / user.id (logged-in user). "
+    "Add otel_mixpanel.web's middleware to give every browser a device id, and call "
+    "otel_mixpanel.identify(user_id) or set enduser.id on the current span once the user is known."
+)
+
+
+class MixpanelSpanExporter(SpanExporter):
+    """Sends what spans say about requests and business events to Mixpanel.
+
+    Every keyword argument is a setting of ``otel_mixpanel.config.SETTINGS`` (e.g.
+    ``token``, ``endpoint``, ``id_merge``); settings not given come from the
+    ``OTEL_EXPORTER_MIXPANEL_*`` environment variables, else their defaults.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = Settings.load(settings)
+        self._sensitive = frozenset(self._settings.redact_query_params)
+        self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
+        self._builder = EventBuilder(self._settings)
+        self._events_endpoint = "imports" if self._settings.uses_import else EVENTS
+        self._sender = create_sender(self._settings)
+        self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
+        self._shut_down = False
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def sender(self):
+        """The consumer this exporter delivers through; ``mixpanel.Mixpanel(token, consumer=...)`` can share it."""
+        return self._sender
+
+    def __repr__(self) -> str:
+        return f"MixpanelSpanExporter(endpoint={self._settings.endpoint!r}, id_merge={self._settings.id_merge!r})"
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shut_down:
+            return SpanExportResult.FAILURE
+        try:
+            return self._hand_over(self._assembler.add(spans))
+        except Exception:
+            self._warn_once("export", "Spans could not be turned into Mixpanel events", exc_info=True)
+            return SpanExportResult.FAILURE
+
+    def _hand_over(self, traces: list[LocalTrace]) -> SpanExportResult:
+        serialised: list[tuple[str, str]] = []
+        for trace in traces:
+            try:
+                messages = list(self._messages(trace))
+            except Exception:
+                # One trace's odd data must not cost the others their events.
+                self._warn_once("convert", "A request's spans could not be converted; its events are skipped",
+                                exc_info=True)
+                continue
+            serialised.extend((self._endpoint(m), _dumps(m.body)) for m in messages)
+        if serialised:
+            self._sender.send_many(serialised)
+        return SpanExportResult.SUCCESS
+
+    def _messages(self, trace: LocalTrace) -> list[Message]:
+        context = build_context(trace, self._settings, self._sensitive)
+        messages = list(self._builder.messages(trace, context))
+        if messages and not context.device_id and not context.user_id:
+            self._warn_once("identity", NO_IDENTITY_ADVICE)
+        return messages
+
+    def _endpoint(self, message: Message) -> str:
+        return self._events_endpoint if message.endpoint == EVENTS else message.endpoint
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        try:
+            return bool(self._sender.flush(timeout_millis=timeout_millis))
+        except Exception:
+            self._warn_once("flush", "Flushing Mixpanel events failed", exc_info=True)
+            return False
+
+    def shutdown(self, timeout_millis: int = 30_000) -> None:
+        if self._shut_down:
+            return
+        try:
+            # Spans still waiting for their server span go out with the context they have.
+            self._hand_over(self._assembler.drain())
+        except Exception:
+            self._warn_once("shutdown", "Events waiting for their request could not be handed over", exc_info=True)
+        self._shut_down = True
+        try:
+            self._sender.shutdown(timeout_millis=timeout_millis)
+        except Exception:
+            self._warn_once("shutdown-sender", "Stopping Mixpanel delivery failed", exc_info=True)
+
+    def _warn_once(self, kind: str, message: str, exc_info: bool = False) -> None:
+        with self._warn_lock:
+            if kind in self._warned:
+                return
+            self._warned.add(kind)
+        logger.warning(message, exc_info=exc_info)
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)

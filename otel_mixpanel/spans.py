@@ -1,0 +1,197 @@
+"""Step 1: read what instrumentation recorded on a span, in either semantic-convention generation.
+
+The result is a plain ``HttpFacts`` (for HTTP server spans) and ``IdentityFacts`` (for
+any span). Nothing here interprets the values; later steps do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from opentelemetry.semconv._incubating.attributes import (
+    enduser_attributes as enduser,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    geo_attributes as geo,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    http_attributes as http_old,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    net_attributes as net_old,
+)
+from opentelemetry.semconv._incubating.attributes import (
+    user_attributes as user,
+)
+from opentelemetry.semconv.attributes import (
+    client_attributes as client,
+)
+from opentelemetry.semconv.attributes import (
+    http_attributes as http,
+)
+from opentelemetry.semconv.attributes import (
+    server_attributes as server,
+)
+from opentelemetry.semconv.attributes import (
+    url_attributes as url,
+)
+from opentelemetry.semconv.attributes import (
+    user_agent_attributes as user_agent,
+)
+from opentelemetry.trace import SpanKind
+
+USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
+REQUEST_HEADER_PREFIX = "http.request.header."
+
+
+@dataclass(frozen=True)
+class HttpFacts:
+    """An HTTP server request as the span describes it; None where nothing recorded it."""
+
+    method: str | None
+    scheme: str | None
+    host: str | None
+    path: str | None
+    query: str | None
+    route: str | None
+    status_code: int | None
+    user_agent: str | None
+    synthetic: bool
+    peer_address: str | None
+    forwarded_for: tuple[str, ...]
+    forwarded: tuple[str, ...]
+    referer: str | None
+
+
+@dataclass(frozen=True)
+class IdentityFacts:
+    device_id: str | None
+    user_id: str | None
+    latitude: float | None
+    longitude: float | None
+
+
+def _first(attributes: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = attributes.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+        if value is None:
+            return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip()
+    return text or None
+
+
+def _status(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def request_header(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """A captured request header's values, whichever spelling recorded it (``x-forwarded-for``
+    as the spec writes it, ``x_forwarded_for`` as opentelemetry-util-http does)."""
+    for key in (REQUEST_HEADER_PREFIX + name, REQUEST_HEADER_PREFIX + name.replace("-", "_")):
+        value = attributes.get(key)
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        texts = tuple(t for t in (_text(v) for v in values) if t)
+        if texts:
+            return texts
+    return ()
+
+
+def _path_and_query(attributes: Mapping[str, Any], span_name: str) -> tuple[str | None, str | None]:
+    path = _text(attributes.get(url.URL_PATH))
+    query = _text(attributes.get(url.URL_QUERY))
+    if path:
+        return path, query
+    target = _text(_first(attributes, http_old.HTTP_TARGET))
+    if target is None:
+        full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+        if full:
+            parts = urlsplit(full)
+            return parts.path or "/", parts.query or query
+    if target is not None:
+        target_path, _, target_query = target.partition("?")
+        return target_path or "/", target_query or query
+    # wsgiref in the stable mode records no path at all; the span name is "GET /path".
+    method, _, name_path = span_name.partition(" ")
+    if name_path.startswith("/"):
+        return name_path, query
+    return None, query
+
+
+def _host(attributes: Mapping[str, Any]) -> str | None:
+    host = _text(_first(attributes, server.SERVER_ADDRESS, http_old.HTTP_HOST, net_old.NET_HOST_NAME))
+    if host:
+        return host
+    full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+    if full:
+        return urlsplit(full).netloc or None
+    return _text(attributes.get(http_old.HTTP_SERVER_NAME))
+
+
+def _scheme(attributes: Mapping[str, Any]) -> str | None:
+    scheme = _text(_first(attributes, url.URL_SCHEME, http_old.HTTP_SCHEME))
+    if scheme:
+        return scheme.lower()
+    full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+    return urlsplit(full).scheme.lower() or None if full else None
+
+
+def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, Any]) -> HttpFacts | None:
+    """The HTTP request of a server span, or None when the span is not one."""
+    method = _text(_first(attributes, http.HTTP_REQUEST_METHOD, http_old.HTTP_METHOD))
+    if kind != SpanKind.SERVER or method is None:
+        return None
+    path, query = _path_and_query(attributes, span_name)
+    return HttpFacts(
+        method=method.upper(),
+        scheme=_scheme(attributes),
+        host=_host(attributes),
+        path=path,
+        query=query,
+        route=_text(attributes.get(http.HTTP_ROUTE)),
+        status_code=_status(_first(attributes, http.HTTP_RESPONSE_STATUS_CODE, http_old.HTTP_STATUS_CODE)),
+        user_agent=_text(_first(attributes, user_agent.USER_AGENT_ORIGINAL, http_old.HTTP_USER_AGENT))
+        or (request_header(attributes, "user-agent") or (None,))[0],
+        synthetic=attributes.get(USER_AGENT_SYNTHETIC_TYPE) is not None,
+        peer_address=_text(_first(attributes, client.CLIENT_ADDRESS, http_old.HTTP_CLIENT_IP, net_old.NET_PEER_IP)),
+        forwarded_for=request_header(attributes, "x-forwarded-for"),
+        forwarded=request_header(attributes, "forwarded"),
+        referer=(request_header(attributes, "referer") or (None,))[0],
+    )
+
+
+def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
+    return IdentityFacts(
+        device_id=_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
+        user_id=_text(_first(attributes, enduser.ENDUSER_ID, user.USER_ID)),
+        latitude=_number(attributes.get(geo.GEO_LOCATION_LAT)),
+        longitude=_number(attributes.get(geo.GEO_LOCATION_LON)),
+    )
