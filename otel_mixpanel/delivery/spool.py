@@ -1,0 +1,283 @@
+"""The spool: records waiting for Mixpanel, in SQLite, shared safely between processes.
+
+Each row is one JSON object (an event, a profile update, a group update) for one
+consumer endpoint. A sender claims rows by writing a lease (owner + expiry) in an
+``IMMEDIATE`` transaction, so two processes sharing a spool file never hold the same
+row; a row whose lease has expired, or whose owner process on this host is gone, can
+be claimed again. Rows are deleted only once Mixpanel has taken them (or refused them
+for good). The in-memory mode is the same code over a private ``:memory:`` database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from otel_mixpanel.config import Settings
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS records_lease ON records (lease_until, id);
+-- Totals kept by triggers: COUNT/SUM over a million rows on every export would be slow.
+CREATE TABLE IF NOT EXISTS totals (one INTEGER PRIMARY KEY CHECK (one = 1),
+                                   events INTEGER NOT NULL, bytes INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (1, 0, 0);
+CREATE TRIGGER IF NOT EXISTS records_added AFTER INSERT ON records BEGIN
+    UPDATE totals SET events = events + 1, bytes = bytes + NEW.size WHERE one = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS records_removed AFTER DELETE ON records BEGIN
+    UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE one = 1;
+END;
+"""
+
+# SQLite connections must never be used, nor closed, in a forked child (the parent still
+# uses the file); the child's abandoned connections are parked here so they are never
+# garbage-collected, which would close them.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    endpoint: str
+    body: str
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    endpoint: str
+    events: int
+    bytes: int
+    leased: int
+    oldest_age_s: float
+
+
+def spool_path(settings: Settings) -> str | None:
+    """Where the spool for these settings lives, or None for the in-memory spool.
+
+    The name hashes the endpoint and the project identity, so two applications with
+    different credentials that share a directory never send each other's events.
+    """
+    if settings.spool == "memory":
+        return None
+    identity = "\n".join(
+        [settings.endpoint, settings.token or "", settings.project_id or "", settings.service_account_username or ""]
+    )
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    directory = settings.spool_dir or "."
+    return os.path.join(directory, f"spool-{digest}.sqlite3")
+
+
+def make_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+def _owner_is_dead(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Spool:
+    """A bounded queue of records in SQLite; every method is thread-safe within a process."""
+
+    def __init__(self, path: str | None, *, max_events: int, max_bytes: int) -> None:
+        self.path = path
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Spool(path={self.path or ':memory:'!r})"
+
+    def _db(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self.after_fork()
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        connection = sqlite3.connect(
+            self.path or ":memory:", timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        if self.path is not None:
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
+            connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(_SCHEMA)
+        return connection
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connection and lock; open a new one on next use."""
+        if self._connection is not None:
+            _ABANDONED.append(self._connection)
+        self._connection = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+    def put_many(self, items: Sequence[tuple[str, str]]) -> int:
+        """Store ``(endpoint, body)`` records durably; return how many old records were dropped to fit."""
+        if not items:
+            return 0
+        now = time.time()
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO records (endpoint, body, size, created) VALUES (?, ?, ?, ?)",
+                    [(endpoint, body, len(body.encode()), now) for endpoint, body in items],
+                )
+                dropped = self._enforce_bounds(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return dropped
+
+    def _enforce_bounds(self, db: sqlite3.Connection) -> int:
+        events, size = db.execute("SELECT events, bytes FROM totals").fetchone()
+        dropped = 0
+        if events > self.max_events:
+            excess = events - self.max_events
+            db.execute("DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?)", (excess,))
+            dropped += excess
+            size = db.execute("SELECT bytes FROM totals").fetchone()[0]
+        while size > self.max_bytes:
+            cutoff, freed, count = None, 0, 0
+            for row_id, row_size in db.execute("SELECT id, size FROM records ORDER BY id LIMIT 1000"):
+                cutoff, freed, count = row_id, freed + row_size, count + 1
+                if size - freed <= self.max_bytes:
+                    break
+            if cutoff is None:
+                break
+            db.execute("DELETE FROM records WHERE id <= ?", (cutoff,))
+            dropped += count
+            size -= freed
+        return dropped
+
+    def claim(self, owner: str, limit: int, lease_s: float) -> list[Record]:
+        """Lease up to ``limit`` of the oldest claimable records, all of one endpoint."""
+        now = time.time()
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                first = db.execute(
+                    "SELECT endpoint FROM records WHERE lease_until < ? ORDER BY id LIMIT 1", (now,)
+                ).fetchone()
+                if first is None:
+                    db.execute("COMMIT")
+                    return []
+                rows = db.execute(
+                    "SELECT id, endpoint, body FROM records WHERE lease_until < ? AND endpoint = ? "
+                    "ORDER BY id LIMIT ?",
+                    (now, first[0], limit),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE records SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                    [(owner, now + lease_s, row[0]) for row in rows],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return [Record(*row) for row in rows]
+
+    def reclaim_from_dead_owners(self) -> int:
+        """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
+        with self._lock:
+            db = self._db()
+            owners = [row[0] for row in db.execute(
+                "SELECT DISTINCT lease_owner FROM records WHERE lease_until >= ? AND lease_owner IS NOT NULL",
+                (time.time(),),
+            )]
+            dead = [owner for owner in owners if _owner_is_dead(owner)]
+            if not dead:
+                return 0
+            cursor = db.executemany(
+                "UPDATE records SET lease_until = 0 WHERE lease_owner = ?", [(owner,) for owner in dead]
+            )
+            return cursor.rowcount
+
+    def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
+        until = time.time() + lease_s
+        with self._lock:
+            self._db().executemany(
+                "UPDATE records SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, i) for i in ids]
+            )
+
+    def release(self, ids: Iterable[int]) -> None:
+        """Give records back so any process may claim them at once (used when stopping)."""
+        with self._lock:
+            self._db().executemany("UPDATE records SET lease_until = 0 WHERE id = ?", [(i,) for i in ids])
+
+    def remove(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def pending(self) -> tuple[int, int]:
+        """(events, bytes) in the spool, leased or not."""
+        with self._lock:
+            return tuple(self._db().execute("SELECT events, bytes FROM totals").fetchone())  # type: ignore[return-value]
+
+    def claimable(self) -> int:
+        with self._lock:
+            return self._db().execute(
+                "SELECT COUNT(*) FROM records WHERE lease_until < ?", (time.time(),)
+            ).fetchone()[0]
+
+    def state(self) -> list[EndpointState]:
+        now = time.time()
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(lease_until >= ?), MIN(created) "
+                "FROM records GROUP BY endpoint ORDER BY endpoint",
+                (now,),
+            ).fetchall()
+        return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
+                for endpoint, count, size, leased, oldest in rows]
+
+
+def open_spool(settings: Settings) -> Spool:
+    return Spool(spool_path(settings), max_events=settings.spool_max_events, max_bytes=settings.spool_max_bytes)

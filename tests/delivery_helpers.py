@@ -1,0 +1,47 @@
+"""Shared pieces of the delivery tests: fast settings against a loopback IngestServer, and events."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from otel_mixpanel.config import Settings
+
+TOKEN = "tok-0123456789abcdef"
+API_SECRET = "secret-fedcba9876543210"
+
+
+def fast_settings(server_url: str, spool_dir: str, **overrides: Any) -> Settings:
+    """Settings whose delays are milliseconds, so fault runs take a fraction of a second."""
+    values: dict[str, Any] = dict(
+        token=TOKEN, api_secret=API_SECRET, endpoint=server_url, spool_dir=str(spool_dir),
+        schedule_delay_ms=20, timeout_ms=500, retry_initial_ms=20, retry_max_ms=100,
+    )
+    values.update(overrides)
+    return Settings.load(values, environ={})
+
+
+def event(name: str = "Signed Up", insert_id: str | None = None, **properties: Any) -> dict[str, Any]:
+    return {
+        "event": name,
+        "properties": {
+            "token": TOKEN, "distinct_id": "user-1", "time": int(time.time() * 1000),
+            "$insert_id": insert_id or uuid.uuid4().hex[:32], **properties,
+        },
+    }
+
+
+def messages(count: int, endpoint: str = "events") -> list[tuple[str, str]]:
+    return [(endpoint, json.dumps(event(f"Event {i}"))) for i in range(count)]
+
+
+def assert_exactly_once(server: Any, expected_ids: list[str]) -> None:
+    received = server.accepted_insert_ids()
+    assert len(received) == len(set(received)), "an event was accepted twice"
+    assert sorted(received) == sorted(expected_ids)
+
+
+def insert_ids(items: list[tuple[str, str]]) -> list[str]:
+    return [json.loads(message)["properties"]["$insert_id"] for _, message in items]
