@@ -1,0 +1,143 @@
+"""Shared fixtures: a Mixpanel-like ingestion server and instrumented WSGI sites on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+from otel_mixpanel import MixpanelSpanExporter
+from otel_mixpanel.testing.ingest_server import IngestServer
+
+SEMCONV_MODES = ("old", "http", "http/dup")
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
+DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                  "(KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36")
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+@pytest.fixture(autouse=True)
+def _own_environment() -> Iterator[None]:
+    """Tests state their settings: nothing leaks in from the machine's environment or out to the next test."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("OTEL_EXPORTER_MIXPANEL_", "OTEL_SEMCONV_", "OTEL_INSTRUMENTATION_HTTP_CAPTURE")):
+            del os.environ[name]
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def ingest() -> Iterator[IngestServer]:
+    with IngestServer() as server:
+        yield server
+
+
+def use_semconv_mode(mode: str) -> None:
+    """Make opentelemetry-instrumentation read OTEL_SEMCONV_STABILITY_OPT_IN again, as a new process would."""
+    if mode == "old":
+        os.environ.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)
+    else:
+        os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = mode
+    _OpenTelemetrySemanticConventionStability._initialized = False
+    _OpenTelemetrySemanticConventionStability._initialize()
+
+
+def quick_delivery(**settings: Any) -> dict[str, Any]:
+    """Settings for a test exporter: in-memory spool, short delays."""
+    defaults = {"token": "test-token", "spool": "memory", "schedule_delay_ms": 20, "timeout_ms": 2000,
+                "retry_initial_ms": 20, "retry_max_ms": 100}
+    defaults.update(settings)
+    return defaults
+
+
+class Site:
+    """A WSGI app behind the real OpenTelemetry WSGI middleware, served on loopback, exporting to Mixpanel."""
+
+    def __init__(self, app: Callable, ingest: IngestServer, *, mode: str = "old", server: str = "werkzeug",
+                 processor: str = "batch", capture_headers: str | None = None, **settings: Any) -> None:
+        use_semconv_mode(mode)
+        if capture_headers is not None:
+            # Read by the WSGI middleware when it is built, as in an application set up from the environment.
+            os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"] = capture_headers
+        self.exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **settings))
+        self.provider = TracerProvider()
+        span_processor = (BatchSpanProcessor(self.exporter, schedule_delay_millis=20) if processor == "batch"
+                          else SimpleSpanProcessor(self.exporter))
+        self.provider.add_span_processor(span_processor)
+        self.tracer = self.provider.get_tracer("tests")
+        wrapped = OpenTelemetryMiddleware(app, tracer_provider=self.provider)
+        self._server = _make_server(server, wrapped)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def request(self, path: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def flush(self) -> None:
+        self.provider.force_flush()
+        assert self.exporter.force_flush(5000), "events were not all delivered"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.provider.shutdown()
+
+
+def _make_server(kind: str, app: Callable):
+    if kind == "werkzeug":
+        # Werkzeug's server passes RAW_URI/REQUEST_URI, as gunicorn and uWSGI do.
+        from werkzeug.serving import make_server
+
+        return make_server("127.0.0.1", 0, app, threaded=True)
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
+
+
+@pytest.fixture
+def site_factory(ingest: IngestServer) -> Iterator[Callable[..., Site]]:
+    sites: list[Site] = []
+
+    def make(app: Callable, **options: Any) -> Site:
+        site = Site(app, ingest, **options)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+    use_semconv_mode("old")
+
+
+def text_app(environ: dict, start_response: Callable) -> list[bytes]:
+    """A page that answers 200, or the status asked for in ``?status=``."""
+    status = "404 Not Found" if environ.get("PATH_INFO", "").startswith("/missing") else "200 OK"
+    start_response(status, [("Content-Type", "text/html")])
+    return [b"<html>ok</html>"]
+
+
+def without_volatile(properties: dict[str, Any]) -> dict[str, Any]:
+    """Properties minus what differs between two otherwise equal requests."""
+    return {k: v for k, v in properties.items() if k not in ("time", "$insert_id")}

@@ -1,0 +1,100 @@
+"""The client IP behind proxies, IP privacy, URL redaction and headers that never leave."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+
+from conftest import DESKTOP_CHROME, SEMCONV_MODES, text_app
+
+
+def only_view(ingest):
+    [view] = [e for e in ingest.events() if e["event"] == "$mp_web_page_view"]
+    return view["properties"]
+
+
+def test_default_client_ip_is_the_socket_peer_even_with_forwarded_headers(site_factory, ingest):
+    site = site_factory(text_app, capture_headers="x-forwarded-for,forwarded")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-For": "203.0.113.9",
+                               "Forwarded": "for=198.51.100.1"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("mode", SEMCONV_MODES)
+def test_trusted_hop_count_reads_x_forwarded_for_from_the_right(site_factory, ingest, mode):
+    site = site_factory(text_app, mode=mode, trusted_proxies="1", capture_headers="x-forwarded-for")
+    # The client wrote the left entry itself; only the one our proxy appended is believed.
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-For": "6.6.6.6, 203.0.113.9"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "203.0.113.9"
+
+
+def test_trusted_networks_skip_only_trusted_hops(site_factory, ingest):
+    site = site_factory(text_app, trusted_proxies="127.0.0.0/8, 10.0.0.0/8", capture_headers="x-forwarded-for")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME,
+                               "X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.1.2.3"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "198.51.100.7"
+
+
+def test_forwarded_header_rfc7239_with_ipv6_and_ports(site_factory, ingest):
+    site = site_factory(text_app, trusted_proxies="1", capture_headers="forwarded")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME,
+                               "Forwarded": 'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https'})
+    site.flush()
+    assert only_view(ingest)["ip"] == "2001:db8:cafe::17"
+
+
+def test_header_attributes_in_both_spellings_and_as_sequences(site_factory, ingest):
+    def app(environ, start_response):
+        span = trace.get_current_span()
+        span.set_attribute("http.request.header.x-forwarded-for", ["6.6.6.6", "203.0.113.5"])
+        span.set_attribute("http.request.header.referer", "https://news.example.org/story")
+        return text_app(environ, start_response)
+
+    site = site_factory(app, trusted_proxies="1")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    props = only_view(ingest)
+    assert props["ip"] == "203.0.113.5"
+    assert props["$referring_domain"] == "news.example.org"
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("truncate", "127.0.0.0"), ("off", None)])
+def test_ip_can_be_truncated_or_turned_off(site_factory, ingest, mode, expected):
+    site = site_factory(text_app, ip_mode=mode)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert only_view(ingest).get("ip") == expected
+
+
+def test_sensitive_query_parameters_are_redacted_from_every_url_property(site_factory, ingest):
+    site = site_factory(text_app, capture_headers="referer")
+    site.request("/reset?token=s3cr3t&email=a%40b.c&Password=hunter2&utm_source=mail",
+                 headers={"User-Agent": DESKTOP_CHROME,
+                          "Referer": "https://auth.example.com/cb?code=abc123&state=ok&api_key=k"})
+    site.flush()
+    props = only_view(ingest)
+    every_value = " ".join(str(v) for v in props.values())
+    for secret in ("s3cr3t", "hunter2", "abc123"):
+        assert secret not in every_value
+    assert props["current_url_search"] == "?token=redacted&email=a%40b.c&Password=redacted&utm_source=mail"
+    assert props["$current_url"].endswith("/reset?token=redacted&email=a%40b.c&Password=redacted&utm_source=mail")
+    assert props["$referrer"] == "https://auth.example.com/cb?code=redacted&state=ok&api_key=redacted"
+
+
+def test_redacted_parameters_are_configurable(site_factory, ingest):
+    site = site_factory(text_app, redact_query_params=["ref"])
+    site.request("/?ref=partner-7&token=visible", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert only_view(ingest)["current_url_search"] == "?ref=redacted&token=visible"
+
+
+def test_cookie_and_authorization_never_reach_mixpanel(site_factory, ingest):
+    site = site_factory(text_app, capture_headers=".*")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "Cookie": "session=COOKIEVALUE",
+                               "Authorization": "Bearer AUTHVALUE"})
+    site.flush()
+    raw = str(ingest.events())
+    assert "COOKIEVALUE" not in raw and "AUTHVALUE" not in raw
