@@ -1,0 +1,279 @@
+"""The anonymous device id: which cookie holds it, how it is read, checked and written.
+
+Mixpanel's server-side guidance: generate a random id for each browser, keep it in a
+first-party cookie, send it as ``$device_id`` on every event, and add ``$user_id``
+after login. When the page also runs Mixpanel's JavaScript SDK, its device id (kept in
+the ``mp_<token>_mixpanel`` cookie) is reused, so that both sides' events belong to
+one user.
+
+Nothing here raises on what a browser sends: an odd or hostile Cookie header only
+means a new id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from email.utils import formatdate
+from time import time
+from typing import Any, Mapping
+from urllib.parse import unquote
+
+ENVIRON_KEY = "otel_mixpanel.device"
+DEFAULT_COOKIE_NAME = "otel_mp_device_id"
+ONE_YEAR_SECONDS = 365 * 24 * 3600
+
+# RFC 6265 cookie-name characters (an HTTP token).
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Mixpanel's JavaScript SDK ids are hex-and-dash strings or UUIDs; anything else in that
+# cookie was not written by it. The length cap keeps a forged cookie out of every event.
+_JS_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+_JS_COOKIE = re.compile(r"^mp_.+_mixpanel$")
+# Ids Mixpanel refuses as distinct_id; an event carrying one would be rejected.
+_BANNED_IDS = {"anon", "anonymous", "null", "nil", "none", "undefined", "0", "-1", "unknown",
+               "true", "false", "00000000-0000-0000-0000-000000000000"}
+# A real Cookie header is a few kilobytes at most; past this it is not worth parsing.
+_MAX_COOKIE_HEADER = 16 * 1024
+
+
+@dataclass(frozen=True)
+class DeviceIdOptions:
+    """How the device-id cookie is named and written, and whether the JS SDK's id is reused.
+
+    ``secure=None`` marks the cookie ``Secure`` when the request came over https
+    (``wsgi.url_scheme``, ``X-Forwarded-Proto`` or ``Forwarded: proto=``).
+    ``mixpanel_token`` names the JS SDK cookie ``mp_<token>_mixpanel`` (default: the
+    ``OTEL_EXPORTER_MIXPANEL_TOKEN`` variable; unset: any ``mp_*_mixpanel`` cookie);
+    ``js_cookie_name`` gives that cookie's full name instead.
+    """
+
+    cookie_name: str = DEFAULT_COOKIE_NAME
+    max_age: int = ONE_YEAR_SECONDS
+    domain: str | None = None
+    path: str = "/"
+    secure: bool | None = None
+    httponly: bool = True
+    samesite: str = "Lax"
+    reuse_js_device_id: bool = True
+    mixpanel_token: str | None = None
+    js_cookie_name: str | None = None
+
+    @classmethod
+    def build(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DeviceIdOptions:
+        """Check ``options`` (the middleware's keyword arguments) and fill the token from the environment."""
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown device-id option(s): {', '.join(sorted(unknown))}")
+        environ = os.environ if environ is None else environ
+        if options.get("mixpanel_token") is None:
+            options["mixpanel_token"] = (environ.get("OTEL_EXPORTER_MIXPANEL_TOKEN") or "").strip() or None
+        built = cls(**options)
+        built._validate()
+        return built
+
+    def _validate(self) -> None:
+        if not isinstance(self.cookie_name, str) or not _COOKIE_NAME.match(self.cookie_name):
+            raise ValueError(f"cookie_name={self.cookie_name!r}: expected a cookie name (letters, digits, -_.)")
+        if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or self.max_age <= 0:
+            raise ValueError(f"max_age={self.max_age!r}: expected a positive number of seconds")
+        if self.samesite.capitalize() not in ("Lax", "Strict", "None"):
+            raise ValueError(f"samesite={self.samesite!r}: expected Lax, Strict or None")
+        if self.samesite.capitalize() == "None" and self.secure is False:
+            raise ValueError("samesite='None' needs a Secure cookie: browsers drop it otherwise")
+        for name in ("domain", "path"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or re.search(r"[;\s,]", value)):
+                raise ValueError(f"{name}={value!r}: may not contain ';', ',' or spaces")
+
+    def secure_for(self, secure_request: bool) -> bool:
+        if self.secure is not None:
+            return self.secure
+        return secure_request or self.samesite.capitalize() == "None"
+
+    @property
+    def js_cookie(self) -> str | None:
+        if self.js_cookie_name:
+            return self.js_cookie_name
+        return f"mp_{self.mixpanel_token}_mixpanel" if self.mixpanel_token else None
+
+
+@dataclass
+class DeviceState:
+    """One request's device id, and whether the response must (re)write the cookie.
+
+    ``request_device_id`` is what this request's span records; ``device_id`` is what the
+    cookie will hold, which differs once ``reset_device_id()`` ran.
+    """
+
+    device_id: str
+    source: str  # "cookie", "mixpanel-js" or "new"
+    cookie_needed: bool
+    secure_request: bool
+    request_device_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.request_device_id = self.request_device_id or self.device_id
+
+    def set_cookie_header(self, options: DeviceIdOptions) -> str:
+        return cookie_header(options, self.device_id, self.secure_request)
+
+
+_current: ContextVar[DeviceState | None] = ContextVar("otel_mixpanel_device", default=None)
+
+
+def new_device_id() -> str:
+    return str(uuid.uuid4())
+
+
+def parse_cookies(header: object) -> dict[str, list[str]]:
+    """Every value of every cookie in a Cookie header, in order; malformed parts are skipped.
+
+    ``http.cookies.SimpleCookie`` stops at the first part it cannot parse, losing the
+    cookies after it, so a lenient split is used instead.
+    """
+    cookies: dict[str, list[str]] = {}
+    if not isinstance(header, str):
+        return cookies
+    for part in header[:_MAX_COOKIE_HEADER].split(";"):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, []).append(value)
+    return cookies
+
+
+def valid_device_id(value: object) -> str | None:
+    """The id in our own cookie, normalised, or None when it is not a usable UUID."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    if not _UUID.match(value) or value in _BANNED_IDS:
+        return None
+    return value
+
+
+def js_device_id(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> str | None:
+    """The device id the Mixpanel JavaScript SDK keeps in its cookie, if there is a usable one.
+
+    The cookie is URL-encoded JSON; the id is ``$device_id``, or ``distinct_id`` when that
+    is ``$device:<id>`` (an anonymous user in Simplified ID Merge).
+    """
+    wanted = options.js_cookie
+    for name, values in cookies.items():
+        if (name != wanted) if wanted else not _JS_COOKIE.match(name):
+            continue
+        for value in values:
+            found = _device_id_in_js_cookie(value)
+            if found:
+                return found
+    return None
+
+
+def _device_id_in_js_cookie(value: str) -> str | None:
+    try:
+        data = json.loads(unquote(value))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    candidate = data.get("$device_id")
+    if not isinstance(candidate, str):
+        distinct_id = data.get("distinct_id")
+        if not isinstance(distinct_id, str) or not distinct_id.startswith("$device:"):
+            return None
+        candidate = distinct_id[len("$device:"):]
+    candidate = candidate.strip()
+    if not _JS_DEVICE_ID.match(candidate) or candidate.lower() in _BANNED_IDS:
+        return None
+    return candidate
+
+
+def is_secure_request(environ: Mapping[str, Any]) -> bool:
+    if environ.get("wsgi.url_scheme") == "https":
+        return True
+    forwarded_proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if isinstance(forwarded_proto, str) and forwarded_proto.split(",")[0].strip().lower() == "https":
+        return True
+    forwarded = environ.get("HTTP_FORWARDED")
+    if isinstance(forwarded, str):
+        first = forwarded.split(",")[0]
+        return bool(re.search(r"(?:^|;)\s*proto\s*=\s*\"?https\"?\s*(?:;|$)", first, re.IGNORECASE))
+    return False
+
+
+def resolve_device(environ: Mapping[str, Any], options: DeviceIdOptions) -> DeviceState:
+    """Decide the request's device id: the JS SDK's, else our cookie's, else a new one."""
+    cookies = parse_cookies(environ.get("HTTP_COOKIE"))
+    secure = is_secure_request(environ)
+    own = next(filter(None, map(valid_device_id, cookies.get(options.cookie_name, []))), None)
+    from_js = js_device_id(cookies, options) if options.reuse_js_device_id else None
+    if from_js:
+        # Our cookie follows the JS SDK's id, so that requests the SDK's cookie does not
+        # reach (it may be cleared, or blocked) still carry the same device.
+        return DeviceState(from_js, "mixpanel-js", from_js not in cookies.get(options.cookie_name, []), secure)
+    if own:
+        return DeviceState(own, "cookie", False, secure)
+    return DeviceState(new_device_id(), "new", True, secure)
+
+
+def cookie_header(options: DeviceIdOptions, device_id: str, secure_request: bool) -> str:
+    """The ``Set-Cookie`` value that stores ``device_id`` with the configured attributes."""
+    samesite = options.samesite.capitalize()
+    parts = [
+        f"{options.cookie_name}={device_id}",
+        f"Max-Age={options.max_age}",
+        f"Expires={formatdate(time() + options.max_age, usegmt=True)}",
+        f"Path={options.path}",
+    ]
+    if options.domain:
+        parts.append(f"Domain={options.domain}")
+    if options.secure_for(secure_request):
+        parts.append("Secure")
+    if options.httponly:
+        parts.append("HttpOnly")
+    parts.append(f"SameSite={samesite}")
+    return "; ".join(parts)
+
+
+def _state_of(request: Any = None) -> DeviceState | None:
+    if request is None:
+        return _current.get()
+    environ = getattr(request, "environ", None) or getattr(request, "META", None) or request
+    state = environ.get(ENVIRON_KEY) if isinstance(environ, Mapping) else None
+    return state if isinstance(state, DeviceState) else None
+
+
+def current_device_id(request: Any = None) -> str | None:
+    """The anonymous device id of the request being handled, or None outside the middleware.
+
+    ``request`` may be a WSGI environ, a Flask request or a Django request; without it the
+    request whose handler is running is used.
+    """
+    state = _state_of(request)
+    return state.device_id if state else None
+
+
+def reset_device_id(request: Any = None) -> str:
+    """Start a new anonymous device id for this browser, e.g. at logout; returns the new id.
+
+    The response sets the cookie to the new id, so the next requests are a new anonymous
+    visitor who can no longer be linked to the user who logged out. This request's own
+    events keep the old id: they still belong to that user.
+    """
+    state = _state_of(request)
+    if state is None:
+        raise RuntimeError(
+            "reset_device_id() was called outside a request handled by otel_mixpanel's web middleware"
+        )
+    state.device_id = new_device_id()
+    state.source = "new"
+    state.cookie_needed = True
+    return state.device_id

@@ -1,0 +1,56 @@
+"""Django: add ``"otel_mixpanel.web.django.MixpanelMiddleware"`` to ``MIDDLEWARE``.
+
+Options come from the ``OTEL_MIXPANEL_WEB`` setting, a dict of ``DeviceIdOptions``
+fields (e.g. ``{"cookie_name": "did", "domain": ".example.com"}``).
+
+A WSGI middleware cannot serve Django: DjangoInstrumentor ends its span in its own
+``process_response``, before Django calls ``start_response``. DjangoInstrumentor puts
+its middleware first in ``MIDDLEWARE`` (``OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION``
+can move it), so this one runs inside it, while the request's span is current,
+wherever it is listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from django.conf import settings
+from opentelemetry import trace
+
+from otel_mixpanel.web.attributes import record_request
+from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, _current, resolve_device
+
+SETTINGS_NAME = "OTEL_MIXPANEL_WEB"
+
+
+class MixpanelMiddleware:
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.options = DeviceIdOptions.build(**dict(getattr(settings, SETTINGS_NAME, None) or {}))
+
+    def __call__(self, request: Any) -> Any:
+        state = resolve_device(request.META, self.options)
+        request.META[ENVIRON_KEY] = state
+        span = trace.get_current_span()
+        if span.is_recording():
+            record_request(span, request.META, state.request_device_id)
+        token = _current.set(state)
+        try:
+            response = self.get_response(request)
+        finally:
+            _current.reset(token)
+        if state.cookie_needed:
+            response.set_cookie(
+                self.options.cookie_name,
+                state.device_id,
+                max_age=self.options.max_age,
+                path=self.options.path,
+                domain=self.options.domain,
+                secure=self.options.secure_for(state.secure_request),
+                httponly=self.options.httponly,
+                samesite=self.options.samesite.capitalize(),
+            )
+        return response

@@ -1,0 +1,54 @@
+"""WSGI middleware: an anonymous device id for every browser, recorded on the server span.
+
+Wrap the application on either side of OpenTelemetry's WSGI middleware (or of what
+FlaskInstrumentor wraps); both orders work. Inside it, the server span is current when
+the middleware is called. Outside it, there is no span yet at that moment, so the
+attributes are written when the application calls ``start_response``, which happens
+while the span is current.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from opentelemetry import trace
+
+from otel_mixpanel.web.attributes import record_request
+from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
+
+WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
+
+
+class MixpanelMiddleware:
+    """``app = MixpanelMiddleware(app, **options)``; options are those of ``DeviceIdOptions``."""
+
+    def __init__(self, app: WSGIApp, **options: Any) -> None:
+        self.app = app
+        self.options = DeviceIdOptions.build(**options)
+
+    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        state = resolve_device(environ, self.options)
+        environ[ENVIRON_KEY] = state
+        recorded = _record_on_current_span(environ, state)
+
+        def _start_response(status: str, headers: list, *exc_info: Any) -> Any:
+            nonlocal recorded
+            if not recorded:
+                recorded = _record_on_current_span(environ, state)
+            if state.cookie_needed:
+                headers = [*headers, ("Set-Cookie", state.set_cookie_header(self.options))]
+            return start_response(status, headers, *exc_info)
+
+        token = _current.set(state)
+        try:
+            return self.app(environ, _start_response)
+        finally:
+            _current.reset(token)
+
+
+def _record_on_current_span(environ: dict, state: DeviceState) -> bool:
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return False
+    record_request(span, environ, state.request_device_id)
+    return True
