@@ -7,7 +7,11 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from otel_mixpanel.config import Settings
+from otel_mixpanel.delivery import MixpanelSender, create_sender
+from otel_mixpanel.testing.ingest_server import IngestServer
 
 TOKEN = "tok-0123456789abcdef"
 API_SECRET = "secret-fedcba9876543210"
@@ -45,3 +49,25 @@ def assert_exactly_once(server: Any, expected_ids: list[str]) -> None:
 
 def insert_ids(items: list[tuple[str, str]]) -> list[str]:
     return [json.loads(message)["properties"]["$insert_id"] for _, message in items]
+
+
+@pytest.fixture
+def server():
+    with IngestServer(credentials=(API_SECRET, "")) as running:
+        yield running
+
+
+@pytest.fixture
+def make_sender(server, tmp_path):
+    """Builds senders against ``server`` with fast settings; shuts each down after the test."""
+    senders: list[MixpanelSender] = []
+
+    def make(**overrides: Any) -> MixpanelSender:
+        url = overrides.pop("endpoint", server.url)
+        sender = create_sender(fast_settings(url, tmp_path, **overrides))
+        senders.append(sender)
+        return sender
+
+    yield make
+    for sender in senders:
+        sender.shutdown(timeout_millis=500)

@@ -76,7 +76,7 @@ class _Troubles:
             if not self._active:
                 return
             kinds, self._active = sorted(self._active), {}
-        logger.warning("Mixpanel delivery recovered (after: %s)", ", ".join(kinds))
+        logger.info("Mixpanel delivery recovered (after: %s)", ", ".join(kinds))
 
     def overflow(self, dropped: int, spool: Spool) -> None:
         with self._lock:

@@ -85,7 +85,7 @@ class IngestServer:
         return f"http://{host}:{port}"
 
     def start(self) -> IngestServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ingest-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="ingest-server", daemon=True)
         self._thread.start()
         return self
 
@@ -123,6 +123,10 @@ class IngestServer:
     def profile_updates(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.accepted["/engage"])
+
+    def group_updates(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.accepted["/groups"])
 
     def wait_for(self, count: int, timeout: float = 10.0, what: str = "events") -> list[dict[str, Any]]:
         """Wait until at least ``count`` distinct events (or profile updates) have arrived."""
@@ -196,6 +200,8 @@ class IngestServer:
             return self._accept_simple(path, query, headers, raw, records, _profile_problem)
         if path == "/track":
             return self._accept_simple(path, query, headers, raw, records, _track_problem)
+        if path == "/groups":
+            return self._accept_simple(path, query, headers, raw, records, _group_problem)
         failed, good = [], []
         for index, record in enumerate(records):
             problem = _import_problem(record)
@@ -289,6 +295,14 @@ def _profile_problem(record: dict[str, Any]) -> str | None:
         return "$token, missing or empty"
     if "$distinct_id" not in record:
         return "$distinct_id, missing"
+    return None
+
+
+def _group_problem(record: dict[str, Any]) -> str | None:
+    if not record.get("$token"):
+        return "$token, missing or empty"
+    if "$group_key" not in record or "$group_id" not in record:
+        return "$group_key or $group_id, missing"
     return None
 
 
