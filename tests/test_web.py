@@ -53,7 +53,7 @@ class _QuietHandler(WSGIRequestHandler):
 @contextmanager
 def serve(app) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -1,0 +1,97 @@
+"""Django: the middleware inside DjangoInstrumentor's, over real loopback HTTP.
+
+Django's settings are process-wide, so this module configures them once for itself.
+"""
+
+from __future__ import annotations
+
+import django
+import pytest
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from otel_mixpanel import api
+from otel_mixpanel.web import current_device_id, reset_device_id
+from otel_mixpanel.web.device_id import valid_device_id
+from test_web import Browser, serve
+
+
+def home(request):
+    return HttpResponse(current_device_id() or "")
+
+
+@csrf_exempt
+def login(request):
+    api.identify(request.POST["user"])
+    api.track("Logged In", {"method": "password"})
+    api.set_profile({"$email": "ada@example.com"})
+    return HttpResponse("welcome")
+
+
+def logout(request):
+    old = current_device_id(request)
+    reset_device_id(request)
+    return HttpResponse(old)
+
+
+urlpatterns = [path("", home), path("login", login), path("logout", logout)]
+
+
+@pytest.fixture(scope="module")
+def django_app():
+    from django.core.wsgi import get_wsgi_application
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="test-only",
+            ALLOWED_HOSTS=["*"],
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=["django.middleware.common.CommonMiddleware", "otel_mixpanel.web.django.MixpanelMiddleware"],
+            OTEL_MIXPANEL_WEB={"cookie_name": "did", "samesite": "Strict"},
+            INSTALLED_APPS=[],
+        )
+        django.setup()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = DjangoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield get_wsgi_application(), exporter
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+def test_django_cookie_span_attributes_helpers_and_logout(django_app):
+    app, exporter = django_app
+    browser = Browser()
+    with serve(app) as url:
+        _, headers, device = browser.get(url + "/?utm_campaign=spring", headers={
+            "Referer": "https://www.bing.com/search?q=shoes", "X-Forwarded-For": "198.51.100.4"})
+        assert valid_device_id(device) == device and browser.cookie("did") == device
+        assert "SameSite=Strict" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
+        assert browser.get(url + "/login", data={"user": "u-7"})[2] == "welcome"
+        assert browser.get(url + "/logout")[2] == device
+        _, _, after = browser.get(url + "/")
+    assert after != device and browser.cookie("did") == after
+
+    home_span, login_span, logout_span, home_again = [
+        s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert home_span.attributes["enduser.pseudo.id"] == device
+    assert home_span.attributes["http.request.header.referer"] == ("https://www.bing.com/search?q=shoes",)
+    assert home_span.attributes["http.request.header.x-forwarded-for"] == ("198.51.100.4",)
+    assert home_span.attributes["url.path"] == "/" and home_span.attributes["url.query"] == "utm_campaign=spring"
+    assert login_span.attributes["enduser.id"] == "u-7" and login_span.attributes["enduser.pseudo.id"] == device
+    assert [e.name for e in login_span.events] == [api.IDENTIFY_EVENT, "Logged In", api.SET_PROFILE_EVENT]
+    assert logout_span.attributes["enduser.pseudo.id"] == device
+    assert home_again.attributes["enduser.pseudo.id"] == after
+    assert not [k for s in exporter.get_finished_spans() for k in s.attributes if "cookie" in k]
