@@ -1,0 +1,201 @@
+"""The examples, run as their users run them, driven over loopback HTTP like a browser.
+
+Each app runs in its own process, exporting to an IngestServer; the test checks what
+Mixpanel would have received: page views and business events with one ``$device_id``
+throughout, and ``$user_id`` from the login on.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from otel_mixpanel.testing.ingest_server import IngestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+          "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
+PAGE_VIEW = "$mp_web_page_view"
+COOKIE = "otel_mp_device_id"
+BIN = Path(sys.executable).parent
+
+
+class Browser:
+    """An iPhone's Safari, as far as the server can tell: its User-Agent, and cookies kept."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def open(self, path: str, form: dict[str, str] | None = None, referer: str | None = None) -> int:
+        headers = {"User-Agent": IPHONE}
+        if referer:
+            headers["Referer"] = referer
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                response.read()
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def cookie(self, name: str = COOKIE) -> str | None:
+        return next((c.value for c in self.jar if c.name == name), None)
+
+
+def example_env(ingest: IngestServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OTEL_", "PYTHONPATH", "DJANGO_SETTINGS_MODULE"))}
+    env.update({
+        "OTEL_EXPORTER_MIXPANEL_TOKEN": "example-token",
+        "OTEL_EXPORTER_MIXPANEL_ENDPOINT": ingest.url,
+        "OTEL_EXPORTER_MIXPANEL_SPOOL": "memory",
+        "OTEL_EXPORTER_MIXPANEL_SCHEDULE_DELAY": "50",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], ready: str) -> Iterator[str]:
+    """Start ``command``; yield the base URL once a line of its output matches ``ready``."""
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 30
+    url = None
+    try:
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"{command} did not start:\n{''.join(output)}")
+            found = re.search(ready, line)
+            url = found and found.group(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    errors = [line for line in output if "Traceback" in line or "Exception" in line]
+    assert not errors, "".join(output)
+
+
+def visit(base: str) -> str:
+    """An anonymous phone visit from a Google ad, a sign-up, a login, identified visits; the device id."""
+    browser = Browser(base)
+    assert browser.open("/?utm_source=google&utm_medium=cpc&utm_campaign=spring",
+                        referer="https://www.google.com/") == 200
+    device = browser.cookie()
+    assert device
+    assert browser.open("/pricing", referer=base + "/") == 200
+    assert browser.open("/signup", {"email": "ada@example.com", "plan": "pro"}) == 200
+    assert browser.open("/login", {"email": "ada@example.com"}) == 200
+    assert browser.open("/account", referer=base + "/pricing") == 200
+    assert browser.open("/checkout", {"amount": "49.5"}) == 200
+    assert browser.cookie() == device
+    return device
+
+
+EXPECTED = [  # (event, path of its request, identified)
+    (PAGE_VIEW, "/", False),
+    (PAGE_VIEW, "/pricing", False),
+    ("Signed Up", None, False),
+    ("Logged In", None, True),
+    (PAGE_VIEW, "/account", True),
+    ("Purchased", None, True),
+]
+
+
+def check_journey(ingest: IngestServer, device: str) -> None:
+    events = ingest.wait_for(len(EXPECTED), timeout=15)
+    # A moment more, so that an unexpected extra event would show up too.
+    time.sleep(0.3)
+    events = sorted(ingest.events(), key=lambda e: e["properties"]["time"])
+    assert [e["event"] for e in events] == [name for name, _, _ in EXPECTED], events
+    user_id = events[3]["properties"].get("$user_id")
+    assert user_id and user_id.startswith("u-")
+    for event, (name, path, identified) in zip(events, EXPECTED):
+        properties = event["properties"]
+        assert properties["$device_id"] == device, event
+        assert properties.get("$user_id") == (user_id if identified else None), event
+        if path is not None:
+            assert properties["current_url_path"] == path, event
+    landing = events[0]["properties"]
+    assert landing["utm_source"] == "google" and landing["utm_campaign"] == "spring", landing
+    assert landing["$referring_domain"] == "www.google.com", landing
+    assert landing["$device"] == "iPhone" and landing["$os"] == "iOS", landing
+    assert events[5]["properties"]["amount"] == 49.5
+    profiles = ingest.wait_for(1, timeout=5, what="profiles")
+    assert any(p.get("$distinct_id") == user_id and p.get("$set", {}).get("$email") == "ada@example.com"
+               for p in profiles), profiles
+
+
+LISTENING = r"listening on (http://\S+)"
+
+
+@pytest.mark.parametrize("example, extra_env", [
+    # wsgiref with the stable conventions: the instrumentation records no url.path there.
+    ("wsgi_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}),
+    ("flask_app.py", {}),
+    ("django_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}),
+])
+def test_example_app(example, extra_env):
+    with IngestServer() as ingest:
+        env = example_env(ingest, **extra_env)
+        with running([sys.executable, str(EXAMPLES / example), "--port", "0"], env, LISTENING) as base:
+            device = visit(base)
+            check_journey(ingest, device)
+
+
+def test_flask_example_with_zero_code_instrumentation():
+    with IngestServer() as ingest:
+        env = example_env(ingest, OTEL_TRACES_EXPORTER="mixpanel", OTEL_METRICS_EXPORTER="none",
+                          OTEL_LOGS_EXPORTER="none", PORT="0")
+        command = [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / "flask_app.py")]
+        with running(command, env, LISTENING) as base:
+            device = visit(base)
+            check_journey(ingest, device)
+
+
+def test_gunicorn_example_with_preload_and_several_workers():
+    gunicorn = shutil.which("gunicorn", path=str(BIN))
+    assert gunicorn, "gunicorn is not installed next to the test interpreter"
+    with IngestServer() as ingest:
+        command = [gunicorn, "-c", str(EXAMPLES / "gunicorn.conf.py"), "--chdir", str(EXAMPLES),
+                   "--bind", "127.0.0.1:0", "flask_app:app"]
+        with running(command, example_env(ingest), r"Listening at: (http://\S+)") as base:
+            device = visit(base)
+            check_journey(ingest, device)
