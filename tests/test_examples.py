@@ -199,3 +199,43 @@ def test_gunicorn_example_with_preload_and_several_workers():
         with running(command, example_env(ingest), r"Listening at: (http://\S+)") as base:
             device = visit(base)
             check_journey(ingest, device)
+
+
+def _js_sdk_cookie(browser: Browser, token: str, device_id: str) -> None:
+    """What Mixpanel's JavaScript SDK leaves in the browser: mp_<token>_mixpanel, URL-encoded JSON."""
+    value = urllib.parse.quote(f'{{"distinct_id":"$device:{device_id}","$device_id":"{device_id}"}}')
+    host = urllib.parse.urlsplit(browser.base).hostname
+    browser.jar.set_cookie(http.cookiejar.Cookie(
+        0, f"mp_{token}_mixpanel", value, None, False, host, False, False, "/", True, False, None, True,
+        None, None, {}))
+
+
+def test_hybrid_js_sdk_device_id_and_logout_reset():
+    """The JS SDK's device id is reused; after logout (no JS SDK) a new anonymous device starts."""
+    with IngestServer() as ingest:
+        with running([sys.executable, str(EXAMPLES / "wsgi_app.py"), "--port", "0"], example_env(ingest),
+                     LISTENING) as base:
+            hybrid = Browser(base)
+            _js_sdk_cookie(hybrid, "example-token", "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2")
+            assert hybrid.open("/pricing") == 200
+            assert hybrid.cookie() == "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2"
+
+            server_only = Browser(base)
+            assert server_only.open("/signup", {"email": "bob@example.com"}) == 200
+            assert server_only.open("/login", {"email": "bob@example.com"}) == 200
+            before = server_only.cookie()
+            assert server_only.open("/logout") == 200
+            after = server_only.cookie()
+            assert after and after != before
+            assert server_only.open("/") == 200
+
+            events = ingest.wait_for(6, timeout=15)
+    by_name = {}
+    for event in sorted(events, key=lambda e: e["properties"]["time"]):
+        by_name.setdefault(event["event"], []).append(event["properties"])
+    assert by_name[PAGE_VIEW][0]["$device_id"] == "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2"
+    logged_out = by_name["Logged Out"][0]
+    assert logged_out["$device_id"] == before and logged_out["$user_id"].startswith("u-")
+    logout_page, fresh_visit = by_name[PAGE_VIEW][1:]
+    assert logout_page["$device_id"] == before
+    assert fresh_visit["$device_id"] == after and "$user_id" not in fresh_visit
