@@ -20,7 +20,8 @@ from otel_mixpanel.enrich.client_ip import anonymise, client_ip
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs, redact_url
 from otel_mixpanel.enrich.user_agent import parse_user_agent
-from otel_mixpanel.spans import HttpFacts, read_http, read_identity
+from otel_mixpanel.limits import safe_properties
+from otel_mixpanel.spans import HttpFacts, identity_text, read_http, read_identity
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def _identity(trace: LocalTrace) -> tuple[str | None, str | None, float | None, 
         if user is None:
             for event in span.events:
                 if event.name == IDENTIFY_EVENT and event.attributes:
-                    user = read_identity({"enduser.id": event.attributes.get(USER_ID_ATTRIBUTE)}).user_id
+                    user = identity_text(event.attributes.get(USER_ID_ATTRIBUTE))
     return device, user, latitude, longitude
 
 
@@ -96,4 +97,5 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     if http.route:
         page["http_route"] = http.route
     properties.update(location)
-    return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot, properties, page)
+    return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot,
+                          safe_properties(properties), safe_properties(page))

@@ -42,6 +42,8 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind
 
+from otel_mixpanel.limits import truncate_utf8
+
 USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 REQUEST_HEADER_PREFIX = "http.request.header."
 
@@ -63,6 +65,15 @@ class HttpFacts:
     forwarded_for: tuple[str, ...]
     forwarded: tuple[str, ...]
     referer: str | None
+
+
+# Values that Mixpanel refuses as ids, or that mean "nobody" when an application writes them.
+NOT_AN_ID = frozenset({"anon", "anonymous", "null", "nil", "none", "undefined", "unknown", "0", "-1", "[]", "{}",
+                       "<nil>", "lmy47d", "true", "false", "00000000-0000-0000-0000-000000000000"})
+
+
+# Leaves room for the "$device:" prefix within Mixpanel's 255 bytes; real ids are far shorter.
+MAX_ID_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,9 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     text = str(value).strip()
+    if not text.isascii():
+        # Lone surrogates cannot be encoded, so would break every later step.
+        text = text.encode("utf-8", "replace").decode("utf-8")
     return text or None
 
 
@@ -188,10 +202,18 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
     )
 
 
+def identity_text(value: Any) -> str | None:
+    """An id Mixpanel can use, or None: placeholders such as "null" or "0" are no id at all."""
+    text = _text(value)
+    if text is None or text.lower() in NOT_AN_ID:
+        return None
+    return truncate_utf8(text, MAX_ID_BYTES)
+
+
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
     return IdentityFacts(
-        device_id=_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
-        user_id=_text(_first(attributes, enduser.ENDUSER_ID, user.USER_ID)),
+        device_id=identity_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
+        user_id=identity_text(_first(attributes, enduser.ENDUSER_ID, user.USER_ID)),
         latitude=_number(attributes.get(geo.GEO_LOCATION_LAT)),
         longitude=_number(attributes.get(geo.GEO_LOCATION_LON)),
     )
