@@ -1,0 +1,1 @@
+"""Benchmarks of otel-mixpanel against the seeds' hand-written helper: ``python -m benchmarks``."""
