@@ -1,0 +1,180 @@
+"""Settings from arguments and OTEL_EXPORTER_MIXPANEL_*, the plugin entry point, and where events are sent."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import otel_mixpanel
+from conftest import quick_delivery
+from otel_mixpanel.config import SETTINGS, ConfigError, Settings, env_name
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def test_built_with_no_arguments_from_the_environment(ingest):
+    os.environ.update({"OTEL_EXPORTER_MIXPANEL_TOKEN": "env-token", "OTEL_EXPORTER_MIXPANEL_ENDPOINT": ingest.url,
+                       "OTEL_EXPORTER_MIXPANEL_SPOOL": "memory", "OTEL_EXPORTER_MIXPANEL_ID_MERGE": "original",
+                       "OTEL_EXPORTER_MIXPANEL_TRUSTED_PROXIES": "10.0.0.0/8,192.168.1.1"})
+    exporter = otel_mixpanel.MixpanelSpanExporter()
+    try:
+        assert exporter.settings.token == "env-token"
+        assert exporter.settings.endpoint == ingest.url
+        assert exporter.settings.id_merge == "original"
+        assert [str(n) for n in exporter.settings.trusted_proxies.networks] == ["10.0.0.0/8", "192.168.1.1/32"]
+    finally:
+        exporter.shutdown(1000)
+
+
+def test_arguments_beat_the_environment_and_defaults_fill_the_rest():
+    os.environ["OTEL_EXPORTER_MIXPANEL_TOKEN"] = "env-token"
+    os.environ["OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_EVENT"] = "From Env"
+    settings = Settings.load({"token": "arg-token", "batch_size": 500})
+    assert (settings.token, settings.batch_size, settings.page_view_event) == ("arg-token", 500, "From Env")
+    assert settings.endpoint == "https://api.mixpanel.com" and settings.timeout_ms == 10_000
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("ID_MERGE", "sometimes", "expected one of simplified, original"),
+    ("ENDPOINT", "ftp://api.mixpanel.com", "expected a base URL"),
+    ("BATCH_SIZE", "5000", "at most 2000"),
+    ("TIMEOUT", "ten", "expected a whole number"),
+    ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal", "'proxy.internal' is neither"),
+    ("TRACK_BOTS", "maybe", "expected true or false"),
+    ("IP", "hide", "expected one of full, truncate, off"),
+])
+def test_bad_settings_fail_at_start_naming_the_variable(variable, value, expected):
+    os.environ["OTEL_EXPORTER_MIXPANEL_TOKEN"] = "t"
+    os.environ["OTEL_EXPORTER_MIXPANEL_" + variable] = value
+    with pytest.raises(ConfigError) as error:
+        otel_mixpanel.MixpanelSpanExporter()
+    assert f"OTEL_EXPORTER_MIXPANEL_{variable}=" in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_missing_credentials_are_explained():
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_MIXPANEL_TOKEN is not set"):
+        otel_mixpanel.MixpanelSpanExporter()
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_MIXPANEL_PROJECT_ID is required"):
+        otel_mixpanel.MixpanelSpanExporter(service_account_username="sa", service_account_secret="s")
+
+
+def test_secrets_never_appear_in_reprs_or_errors():
+    secrets = {"token": "TOKEN-S3CRET", "api_secret": "API-S3CRET", "service_account_secret": "SA-S3CRET"}
+    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(**secrets, service_account_username="sa",
+                                                                    project_id="42"))
+    try:
+        shown = " ".join([repr(exporter), str(exporter), repr(exporter.settings), repr(exporter.sender)])
+        for secret in secrets.values():
+            assert secret not in shown
+        assert "***" in repr(exporter.settings)
+    finally:
+        exporter.shutdown(1000)
+    with pytest.raises(ConfigError) as error:
+        Settings.load({"token": "TOKEN-S3CRET", "events_api": "import", "project_id": "42"})
+    assert "TOKEN-S3CRET" not in str(error.value)
+
+
+def test_every_setting_is_documented_with_its_variable_default_and_unit():
+    text = DOCS.read_text()
+    for setting in SETTINGS:
+        rows = [line for line in text.splitlines() if f"`{env_name(setting)}`" in line]
+        assert rows, f"{env_name(setting)} is not in docs/configuration.md"
+        assert setting.unit in rows[0], f"{env_name(setting)}: unit {setting.unit!r} not stated"
+
+
+def test_registered_as_an_opentelemetry_traces_exporter():
+    [entry] = [e for e in entry_points(group="opentelemetry_traces_exporter") if e.name == "mixpanel"]
+    assert entry.load() is otel_mixpanel.MixpanelSpanExporter
+    from opentelemetry.sdk._configuration import _import_exporters
+
+    span_exporters, _, _ = _import_exporters(["mixpanel"], [], [])
+    assert span_exporters == {"mixpanel": otel_mixpanel.MixpanelSpanExporter}
+
+
+def test_zero_code_opentelemetry_instrument_sends_events(ingest, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        from opentelemetry import trace
+        import otel_mixpanel
+
+        with trace.get_tracer("job").start_as_current_span("import-orders") as span:
+            span.set_attribute("enduser.id", "ops-7")
+            otel_mixpanel.track("Orders Imported", {"count": 12})
+    """))
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "mixpanel", "OTEL_METRICS_EXPORTER": "none",
+           "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_MIXPANEL_TOKEN": "zero-code",
+           "OTEL_EXPORTER_MIXPANEL_ENDPOINT": ingest.url, "OTEL_EXPORTER_MIXPANEL_SPOOL_DIR": str(tmp_path)}
+    result = subprocess.run([str(instrument), sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [event] = ingest.wait_for(1)
+    assert event["event"] == "Orders Imported"
+    assert event["properties"]["count"] == 12 and event["properties"]["distinct_id"] == "ops-7"
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(("credentials", "auth", "query"), [
+    ({}, _basic("test-token", ""), {"strict": ["1"]}),
+    ({"api_secret": "api-secret"}, _basic("api-secret", ""), {"strict": ["1"]}),
+    ({"service_account_username": "sa.user", "service_account_secret": "sa-secret", "project_id": "1234"},
+     _basic("sa.user", "sa-secret"), {"strict": ["1"], "project_id": ["1234"]}),
+])
+def test_events_go_to_import_in_strict_mode_with_the_best_credentials(ingest, credentials, auth, query):
+    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **credentials))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("job") as span:
+        span.set_attribute("enduser.id", "u-1")
+        otel_mixpanel.track("Happened")
+    assert exporter.force_flush(5000)
+    [request] = [r for r in ingest.requests if r.path == "/import"]
+    assert request.headers["authorization"] == auth
+    assert {k: v for k, v in request.query.items() if k in ("strict", "project_id")} == query
+    assert request.answered == 200 and ingest.events()[0]["event"] == "Happened"
+    provider.shutdown()
+
+
+def test_events_go_to_track_when_asked(ingest):
+    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, events_api="track"))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("job") as span:
+        span.set_attribute("enduser.id", "u-1")
+        otel_mixpanel.track("Tracked")
+    assert exporter.force_flush(5000)
+    assert [r.path for r in ingest.requests] == ["/track"]
+    assert "authorization" not in ingest.requests[0].headers
+    assert ingest.events()[0]["properties"]["token"] == "test-token"
+    provider.shutdown()
+
+
+def test_time_is_integer_milliseconds_and_insert_ids_fit_mixpanel(ingest):
+    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("job") as span:
+        span.set_attribute("enduser.id", "u-1")
+        for n in range(5):
+            otel_mixpanel.track("Step", {"n": n})
+    assert exporter.force_flush(5000)
+    events = ingest.events()
+    assert len(events) == 5
+    for event in events:
+        assert isinstance(event["properties"]["time"], int) and event["properties"]["time"] > 1_600_000_000_000
+        assert re.fullmatch(r"[A-Za-z0-9-]{1,36}", event["properties"]["$insert_id"])
+    provider.shutdown()
