@@ -199,7 +199,8 @@ def test_cookie_header_defaults_and_options():
 
 @pytest.mark.parametrize("options", [
     {"cookie_name": "bad name"}, {"cookie_name": ""}, {"max_age": 0}, {"max_age": True},
-    {"samesite": "sometimes"}, {"samesite": "None", "secure": False}, {"domain": "a.com; evil"},
+    {"samesite": "sometimes"}, {"samesite": None}, {"samesite": "None", "secure": False},
+    {"domain": "a.com; evil"}, {"path": "app"}, {"path": "/a b"},
 ])
 def test_bad_options_are_refused(options):
     with pytest.raises(ValueError):
@@ -411,3 +412,17 @@ def test_flask_extension_refuses_a_second_set_up():
     assert isinstance(app.wsgi_app, MixpanelMiddleware) and app.extensions["otel_mixpanel"] is extension
     with pytest.raises(RuntimeError):
         MixpanelFlask(app)
+
+
+def test_flask_with_both_wsgi_middleware_and_flask_instrumentor(spans):
+    """OpenTelemetry's WSGI middleware outermost: its span is the server span, Flask's a child."""
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    provider, exporter = spans
+    app = _flask_app(provider, "instrument-first")
+    app.wsgi_app = OpenTelemetryMiddleware(app.wsgi_app, tracer_provider=provider)
+    with serve(app) as url:
+        _, _, device = Browser().get(url + "/", headers={"Referer": "https://example.org/"})
+    (server,) = server_spans(exporter)
+    assert server.attributes["enduser.pseudo.id"] == device
+    assert server.attributes["http.request.header.referer"] == ("https://example.org/",)

@@ -81,10 +81,12 @@ class DeviceIdOptions:
             raise ValueError(f"cookie_name={self.cookie_name!r}: expected a cookie name (letters, digits, -_.)")
         if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or self.max_age <= 0:
             raise ValueError(f"max_age={self.max_age!r}: expected a positive number of seconds")
-        if self.samesite.capitalize() not in ("Lax", "Strict", "None"):
+        if not isinstance(self.samesite, str) or self.samesite.capitalize() not in ("Lax", "Strict", "None"):
             raise ValueError(f"samesite={self.samesite!r}: expected Lax, Strict or None")
         if self.samesite.capitalize() == "None" and self.secure is False:
             raise ValueError("samesite='None' needs a Secure cookie: browsers drop it otherwise")
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"path={self.path!r}: expected a path starting with '/'")
         for name in ("domain", "path"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or re.search(r"[;\s,]", value)):
