@@ -126,11 +126,16 @@ def test_parse_cookies_is_lenient_and_keeps_cookies_after_a_broken_part():
 
 @pytest.mark.parametrize("value, expected", [
     (UUID4, UUID4),
-    (UUID4.upper(), UUID4),
+    (UUID4.upper(), UUID4.upper()),
+    ("18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2", "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2"),
+    ("abc", None),
+    ("-".join(["f" * 32] * 4), None),
     (" " + UUID4 + " ", UUID4),
     ("00000000-0000-0000-0000-000000000000", None),
     ("not-a-uuid", None),
-    (UUID4 + "0", None),
+    (UUID4 + "g", None),
+    (UUID4.replace("-", "_"), None),
+    (UUID4 + "; Path=/", None),
     ("", None),
     (None, None),
 ])
@@ -144,7 +149,8 @@ def _js_cookie(payload) -> str:
 
 @pytest.mark.parametrize("payload, expected", [
     ({"distinct_id": "$device:18f-abc", "$device_id": "18f-abc"}, "18f-abc"),
-    ({"distinct_id": "$device:18f-xyz"}, "18f-xyz"),
+    ({"distinct_id": "$device:18f-0ab"}, "18f-0ab"),
+    ({"distinct_id": "$device:18f-xyz"}, None),
     ({"distinct_id": "user-42", "$device_id": "18f-abc", "$user_id": "user-42"}, "18f-abc"),
     ({"distinct_id": "user-42"}, None),
     ({"$device_id": "null"}, None),
@@ -159,22 +165,25 @@ def test_js_sdk_cookie_forms(payload, expected):
 
 
 def test_js_sdk_cookie_name_follows_the_token():
-    cookies = {"mp_other_mixpanel": [_js_cookie({"$device_id": "d-other"})],
-               "mp_tok_mixpanel": [_js_cookie({"$device_id": "d-tok"})]}
-    assert js_device_id(cookies, DeviceIdOptions.build(environ={"OTEL_EXPORTER_MIXPANEL_TOKEN": "tok"})) == "d-tok"
-    assert js_device_id(cookies, DeviceIdOptions.build(environ={}, js_cookie_name="mp_other_mixpanel")) == "d-other"
+    cookies = {"mp_other_mixpanel": [_js_cookie({"$device_id": "d0-0ee"})],
+               "mp_tok_mixpanel": [_js_cookie({"$device_id": "d0-70c"})]}
+    assert js_device_id(cookies, DeviceIdOptions.build(environ={"OTEL_EXPORTER_MIXPANEL_TOKEN": "tok"})) == "d0-70c"
+    assert js_device_id(cookies, DeviceIdOptions.build(environ={}, js_cookie_name="mp_other_mixpanel")) == "d0-0ee"
     # Without a token any mp_*_mixpanel cookie is taken.
-    assert js_device_id(cookies, DeviceIdOptions.build(environ={})) in ("d-other", "d-tok")
+    assert js_device_id(cookies, DeviceIdOptions.build(environ={})) in ("d0-0ee", "d0-70c")
     assert js_device_id({"mp_tok_mixpanel": ["%7Bnot json"]}, DeviceIdOptions.build(environ={})) is None
 
 
 def test_resolution_order_js_then_own_cookie_then_new():
     options = DeviceIdOptions.build(environ={}, mixpanel_token="tok")
-    js = f"mp_tok_mixpanel={_js_cookie({'$device_id': 'js-device'})}"
+    js = f"mp_tok_mixpanel={_js_cookie({'$device_id': '0d3e4f-4c657b58'})}"
     both = resolve_device({"HTTP_COOKIE": f"{COOKIE}={UUID4}; {js}"}, options)
-    assert (both.device_id, both.source, both.cookie_needed) == ("js-device", "mixpanel-js", True)
-    same = resolve_device({"HTTP_COOKIE": f"{COOKIE}=js-device; {js}"}, options)
+    assert (both.device_id, both.source, both.cookie_needed) == ("0d3e4f-4c657b58", "mixpanel-js", True)
+    same = resolve_device({"HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58; {js}"}, options)
     assert not same.cookie_needed
+    # Once the JS SDK's cookie is gone, ours still holds its id.
+    followed = resolve_device({"HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58"}, options)
+    assert (followed.device_id, followed.source, followed.cookie_needed) == ("0d3e4f-4c657b58", "cookie", False)
     own = resolve_device({"HTTP_COOKIE": f"{COOKIE}=garbage; {COOKIE}={UUID4}"}, options)
     assert (own.device_id, own.source, own.cookie_needed) == (UUID4, "cookie", False)
     fresh = resolve_device({"HTTP_COOKIE": f"{COOKIE}=garbage"}, options)
@@ -318,12 +327,12 @@ def test_malformed_cookies_get_a_new_id(spans, cookie):
 
 def test_js_sdk_device_id_is_reused_and_our_cookie_follows_it(spans):
     provider, exporter = spans
-    js_cookie = f"mp_tok_mixpanel={_js_cookie({'distinct_id': '$device:18f0a-4c65-js', '$device_id': '18f0a-4c65-js'})}"
+    js_cookie = f"mp_tok_mixpanel={_js_cookie({'distinct_id': '$device:18f0a-4c65-0e1', '$device_id': '18f0a-4c65-0e1'})}"
     with serve(_wsgi_stack(hello_app, provider, "mixpanel-outside", mixpanel_token="tok")) as url:
         _, headers, body = Browser().get(url + "/", headers={"Cookie": f"{COOKIE}={UUID4}; {js_cookie}"})
-    assert body == "18f0a-4c65-js"
-    assert headers["Set-Cookie"].startswith(f"{COOKIE}=18f0a-4c65-js;")
-    assert server_spans(exporter)[0].attributes["enduser.pseudo.id"] == "18f0a-4c65-js"
+    assert body == "18f0a-4c65-0e1"
+    assert headers["Set-Cookie"].startswith(f"{COOKIE}=18f0a-4c65-0e1;")
+    assert server_spans(exporter)[0].attributes["enduser.pseudo.id"] == "18f0a-4c65-0e1"
 
 
 def test_https_behind_a_proxy_gets_a_secure_cookie(spans):

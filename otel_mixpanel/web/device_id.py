@@ -29,10 +29,11 @@ ONE_YEAR_SECONDS = 365 * 24 * 3600
 
 # RFC 6265 cookie-name characters (an HTTP token).
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# Mixpanel's JavaScript SDK ids are hex-and-dash strings or UUIDs; anything else in that
-# cookie was not written by it. The length cap keeps a forged cookie out of every event.
-_JS_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+# Our UUIDs, and the ids Mixpanel's JavaScript SDK generates (hex groups joined by dashes,
+# e.g. "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2"), which our cookie holds once it
+# follows the SDK. Anything else was not written by either.
+_DEVICE_ID = re.compile(r"^[0-9a-fA-F]{1,32}(?:-[0-9a-fA-F]{1,32}){1,7}$")
+_MAX_DEVICE_ID = 100
 _JS_COOKIE = re.compile(r"^mp_.+_mixpanel$")
 # Ids Mixpanel refuses as distinct_id; an event carrying one would be rejected.
 _BANNED_IDS = {"anon", "anonymous", "null", "nil", "none", "undefined", "0", "-1", "unknown",
@@ -153,11 +154,11 @@ def parse_cookies(header: object) -> dict[str, list[str]]:
 
 
 def valid_device_id(value: object) -> str | None:
-    """The id in our own cookie, normalised, or None when it is not a usable UUID."""
+    """A device id read from a cookie, or None when it is not one we or the JS SDK would write."""
     if not isinstance(value, str):
         return None
-    value = value.strip().lower()
-    if not _UUID.match(value) or value in _BANNED_IDS:
+    value = value.strip()
+    if len(value) > _MAX_DEVICE_ID or not _DEVICE_ID.match(value) or value in _BANNED_IDS:
         return None
     return value
 
@@ -192,10 +193,7 @@ def _device_id_in_js_cookie(value: str) -> str | None:
         if not isinstance(distinct_id, str) or not distinct_id.startswith("$device:"):
             return None
         candidate = distinct_id[len("$device:"):]
-    candidate = candidate.strip()
-    if not _JS_DEVICE_ID.match(candidate) or candidate.lower() in _BANNED_IDS:
-        return None
-    return candidate
+    return valid_device_id(candidate)
 
 
 def is_secure_request(environ: Mapping[str, Any]) -> bool:
@@ -220,7 +218,7 @@ def resolve_device(environ: Mapping[str, Any], options: DeviceIdOptions) -> Devi
     if from_js:
         # Our cookie follows the JS SDK's id, so that requests the SDK's cookie does not
         # reach (it may be cleared, or blocked) still carry the same device.
-        return DeviceState(from_js, "mixpanel-js", from_js not in cookies.get(options.cookie_name, []), secure)
+        return DeviceState(from_js, "mixpanel-js", own != from_js, secure)
     if own:
         return DeviceState(own, "cookie", False, secure)
     return DeviceState(new_device_id(), "new", True, secure)
