@@ -78,12 +78,15 @@ def example_env(ingest: IngestServer, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(command: list[str], env: dict[str, str], ready: str) -> Iterator[str]:
-    """Start ``command``; yield the base URL once a line of its output matches ``ready``."""
+def running(command: list[str], env: dict[str, str], ready: str, output: list[str] | None = None) -> Iterator[str]:
+    """Start ``command``; yield the base URL once a line of its output matches ``ready``.
+
+    ``output`` receives the process's output lines as they come.
+    """
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
+    output = [] if output is None else output
 
     def pump() -> None:
         for line in process.stdout:
@@ -196,9 +199,11 @@ def test_gunicorn_example_with_preload_and_several_workers():
     with IngestServer() as ingest:
         command = [gunicorn, "-c", str(EXAMPLES / "gunicorn.conf.py"), "--chdir", str(EXAMPLES),
                    "--bind", "127.0.0.1:0", "flask_app:app"]
-        with running(command, example_env(ingest), r"Listening at: (http://\S+)") as base:
+        output: list[str] = []
+        with running(command, example_env(ingest), r"Listening at: (http://\S+)", output) as base:
             device = visit(base)
             check_journey(ingest, device)
+    assert sum("Booting worker" in line for line in output) >= 2, "".join(output)
 
 
 def _js_sdk_cookie(browser: Browser, token: str, device_id: str) -> None:
