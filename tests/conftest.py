@@ -12,6 +12,7 @@ from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConvent
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.testing.ingest_server import IngestServer
@@ -129,6 +130,32 @@ def site_factory(ingest: IngestServer) -> Iterator[Callable[..., Site]]:
     for site in sites:
         site.close()
     use_semconv_mode("old")
+
+
+@pytest.fixture
+def pipeline(ingest: IngestServer) -> Iterator[Callable[..., tuple[MixpanelSpanExporter, Any]]]:
+    """``pipeline(**settings)``: an exporter to ``ingest`` behind a SimpleSpanProcessor, and a tracer using it."""
+    providers: list[TracerProvider] = []
+
+    def make(**settings: Any) -> tuple[MixpanelSpanExporter, Any]:
+        exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **settings))
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        providers.append(provider)
+        return exporter, provider.get_tracer("tests")
+
+    yield make
+    for provider in providers:
+        provider.shutdown()
+
+
+def record_spans(body: Callable[[Any], None]) -> tuple:
+    """The finished SDK spans of ``body(tracer)``, as an instrumented process would hand them to an exporter."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    body(provider.get_tracer("tests"))
+    return memory.get_finished_spans()
 
 
 def text_app(environ: dict, start_response: Callable) -> list[bytes]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from opentelemetry import trace
 
 import otel_mixpanel
-from conftest import DESKTOP_CHROME, IPHONE, SEMCONV_MODES, text_app
+from conftest import DESKTOP_CHROME, IPHONE, SEMCONV_MODES, quick_delivery, record_spans, text_app
 
 DEVICE = "5b9a1f4e-3c2d-4a8b-9f1e-2d3c4b5a6f70"
 
@@ -186,16 +187,8 @@ def test_set_profile_updates_the_request_user_with_location_outside_set(site_fac
     assert [e["event"] for e in ingest.events()] == ["$mp_web_page_view"], "set_profile is not an event"
 
 
-def test_background_job_span_events_become_events_with_their_identity(ingest):
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    from conftest import quick_delivery
-
-    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("jobs")
+def test_background_job_span_events_become_events_with_their_identity(ingest, pipeline):
+    exporter, tracer = pipeline()
     with tracer.start_as_current_span("nightly-billing") as job:
         job.set_attribute("enduser.id", "customer-9")
         with tracer.start_as_current_span("charge"):
@@ -208,26 +201,16 @@ def test_background_job_span_events_become_events_with_their_identity(ingest):
     assert invoice["properties"]["distinct_id"] == "customer-9"
     assert invoice["properties"]["invoice"] == "INV-1"
     assert "$browser" not in invoice["properties"] and "ip" not in invoice["properties"]
-    provider.shutdown()
 
 
 def test_insert_ids_are_deterministic_and_valid(ingest):
-    import re
+    def job(tracer):
+        with tracer.start_as_current_span("job") as span:
+            span.set_attribute("enduser.id", "u1")
+            for n in range(3):
+                span.add_event("Step", {"n": n})
 
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    from conftest import quick_delivery
-
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer("t").start_as_current_span("job") as span:
-        span.set_attribute("enduser.id", "u1")
-        for n in range(3):
-            span.add_event("Step", {"n": n})
-    spans = memory.get_finished_spans()
+    spans = record_spans(job)
     for _ in range(2):
         exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
         exporter.export(spans)

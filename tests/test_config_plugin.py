@@ -12,8 +12,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import otel_mixpanel
 from conftest import quick_delivery
@@ -134,11 +132,9 @@ def _basic(user: str, password: str) -> str:
     ({"service_account_username": "sa.user", "service_account_secret": "sa-secret", "project_id": "1234"},
      _basic("sa.user", "sa-secret"), {"strict": ["1"], "project_id": ["1234"]}),
 ])
-def test_events_go_to_import_in_strict_mode_with_the_best_credentials(ingest, credentials, auth, query):
-    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **credentials))
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("job") as span:
+def test_events_go_to_import_in_strict_mode_with_the_best_credentials(ingest, pipeline, credentials, auth, query):
+    exporter, tracer = pipeline(**credentials)
+    with tracer.start_as_current_span("job") as span:
         span.set_attribute("enduser.id", "u-1")
         otel_mixpanel.track("Happened")
     assert exporter.force_flush(5000)
@@ -146,28 +142,22 @@ def test_events_go_to_import_in_strict_mode_with_the_best_credentials(ingest, cr
     assert request.headers["authorization"] == auth
     assert {k: v for k, v in request.query.items() if k in ("strict", "project_id")} == query
     assert request.answered == 200 and ingest.events()[0]["event"] == "Happened"
-    provider.shutdown()
 
 
-def test_events_go_to_track_when_asked(ingest):
-    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, events_api="track"))
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("job") as span:
+def test_events_go_to_track_when_asked(ingest, pipeline):
+    exporter, tracer = pipeline(events_api="track")
+    with tracer.start_as_current_span("job") as span:
         span.set_attribute("enduser.id", "u-1")
         otel_mixpanel.track("Tracked")
     assert exporter.force_flush(5000)
     assert [r.path for r in ingest.requests] == ["/track"]
     assert "authorization" not in ingest.requests[0].headers
     assert ingest.events()[0]["properties"]["token"] == "test-token"
-    provider.shutdown()
 
 
-def test_time_is_integer_milliseconds_and_insert_ids_fit_mixpanel(ingest):
-    exporter = otel_mixpanel.MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with provider.get_tracer("t").start_as_current_span("job") as span:
+def test_time_is_integer_milliseconds_and_insert_ids_fit_mixpanel(ingest, pipeline):
+    exporter, tracer = pipeline()
+    with tracer.start_as_current_span("job") as span:
         span.set_attribute("enduser.id", "u-1")
         for n in range(5):
             otel_mixpanel.track("Step", {"n": n})
@@ -177,4 +167,3 @@ def test_time_is_integer_milliseconds_and_insert_ids_fit_mixpanel(ingest):
     for event in events:
         assert isinstance(event["properties"]["time"], int) and event["properties"]["time"] > 1_600_000_000_000
         assert re.fullmatch(r"[A-Za-z0-9-]{1,36}", event["properties"]["$insert_id"])
-    provider.shutdown()

@@ -9,13 +9,11 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
 import otel_mixpanel
-from conftest import DESKTOP_CHROME, quick_delivery, text_app
+from conftest import DESKTOP_CHROME, quick_delivery, record_spans, text_app
 from otel_mixpanel.limits import json_safe, truncate_utf8
 from otel_mixpanel.testing.ingest_server import IngestServer
 
@@ -52,16 +50,14 @@ def delivered():
 
 
 def finished_spans(span_attributes, event_attributes, kind=SpanKind.SERVER, name="GET /x"):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("fuzz")
-    with tracer.start_as_current_span(name, kind=kind) as root:
-        root.set_attributes(span_attributes)
-        with tracer.start_as_current_span("child") as child:
-            child.add_event("Fuzzed", attributes=event_attributes)
-            otel_mixpanel.set_profile(event_attributes)
-    return memory.get_finished_spans()
+    def request(tracer):
+        with tracer.start_as_current_span(name, kind=kind) as root:
+            root.set_attributes(span_attributes)
+            with tracer.start_as_current_span("child") as child:
+                child.add_event("Fuzzed", attributes=event_attributes)
+                otel_mixpanel.set_profile(event_attributes)
+
+    return record_spans(request)
 
 
 def export_and_deliver(exporter, server, spans):
