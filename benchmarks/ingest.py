@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import urllib.request
 from typing import Any
 
+from benchmarks.common import ROOT
 from otel_mixpanel.testing.ingest_server import IngestServer, _answer
 
 
@@ -73,10 +73,9 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.ingest", "--port", str(self.port), "--latency-ms", str(self.latency_ms)],
-            stdout=subprocess.PIPE, text=True, cwd=root,
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         line = self._process.stdout.readline()
         if not line.startswith("listening on "):

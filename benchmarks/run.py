@@ -9,21 +9,20 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-import tracemalloc
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from mixpanel import MixpanelException
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from benchmarks import outage
 from benchmarks.baseline_helper import make_mixpanel, track_to_mp
+from benchmarks.common import EXPORT_BATCH, TOKEN, Spooled
 from benchmarks.ingest import ServerProcess
 from benchmarks.workload import (
     Visit,
@@ -36,12 +35,12 @@ from benchmarks.workload import (
     make_visits,
     shop_app,
 )
-from otel_mixpanel import MixpanelSpanExporter
 
-TOKEN = "bench-token"
-# What BatchSpanProcessor hands an exporter at most (OTEL_BSP_MAX_EXPORT_BATCH_SIZE).
-EXPORT_BATCH = 512
 REALISTIC_LATENCY_MS = 30.0
+# Requests a second offered to the app on the request path: a busy Python worker. Back to back
+# (~14k/s for this trivial app) would measure a saturated process, where the BatchSpanProcessor's
+# queue overflows and drops spans whatever the exporter.
+PATH_RATE = 2_000.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class Sizes:
     outage_requests: int
 
 
-FULL = Sizes(requests=10_000, repeats=3, path_requests=10_000, path_rounds=5, outage_requests=6_000)
+FULL = Sizes(requests=10_000, repeats=3, path_requests=6_000, path_rounds=5, outage_requests=6_000)
 SMOKE = Sizes(requests=300, repeats=1, path_requests=300, path_rounds=1, outage_requests=600)
 
 
@@ -70,11 +69,11 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        return self.ours / self.reference if self.reference else float("inf")
+        return self.ours / self.reference if self.reference else float("nan")
 
     @property
     def met(self) -> bool | None:
-        if self.target is None:
+        if self.target is None or self.ratio != self.ratio:
             return None
         return self.ratio >= self.target if self.better == "higher" else self.ratio <= self.target
 
@@ -82,24 +81,6 @@ class Row:
         if self.target is None:
             return "-"
         return f">= {self.target:g}x" if self.better == "higher" else f"<= {self.target:g}x"
-
-
-def exporter_settings(url: str, spool_dir: str, **overrides: Any) -> dict[str, Any]:
-    settings = {"token": TOKEN, "endpoint": url, "spool_dir": spool_dir, "schedule_delay_ms": 10}
-    settings.update(overrides)
-    return settings
-
-
-class Spooled:
-    """A MixpanelSpanExporter on a throw-away spool directory."""
-
-    def __init__(self, url: str, **overrides: Any) -> None:
-        self.directory = tempfile.mkdtemp(prefix="otel-mixpanel-bench-")
-        self.exporter = MixpanelSpanExporter(**exporter_settings(url, self.directory, **overrides))
-
-    def close(self) -> None:
-        self.exporter.shutdown(timeout_millis=5_000)
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass
@@ -186,24 +167,52 @@ class NoOpExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class Counting(SpanExporter):
+    """Counts what the BatchSpanProcessor hands over, so a full queue (dropped spans) is noticed."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return self.inner.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
 def _percentile(values: list[int], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def request_path_round(exporter: SpanExporter, environs: list[dict[str, Any]]) -> tuple[float, float]:
-    """(median, p99) latency in microseconds of the instrumented app with this exporter behind a BatchSpanProcessor."""
+def request_path_round(exporter: SpanExporter, environs: list[dict[str, Any]], rate: float) -> tuple[float, float]:
+    """(median, p99) latency in microseconds of the instrumented app, ``rate`` requests a second,
+    with this exporter behind a BatchSpanProcessor."""
+    counting = Counting(exporter)
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(counting))
     app = instrumented(shop_app, provider)
     latencies = []
     clock = time.perf_counter_ns
+    slot = 1e9 / rate
+    due = clock()
     for environ in environs:
         fresh = dict(environ)
+        due += slot
         start = clock()
         call(app, fresh)
-        latencies.append(clock() - start)
+        end = clock()
+        latencies.append(end - start)
+        if due > end:
+            time.sleep((due - end) / 1e9)
     provider.shutdown()
+    if counting.spans != len(environs):
+        raise RuntimeError(f"the BatchSpanProcessor dropped {len(environs) - counting.spans} spans")
     return statistics.median(latencies) / 1000, _percentile(latencies, 0.99) / 1000
 
 
@@ -211,133 +220,27 @@ def request_path(sizes: Sizes, log: Callable[[str], None]) -> dict[str, tuple[fl
     environs = [environ_for(visit) for visit in make_visits(sizes.path_requests, seed=7)]
     results: dict[str, list[tuple[float, float]]] = {"noop": [], "mixpanel": []}
     with ServerProcess() as server:
-        for warm in ("noop", "mixpanel"):
-            spooled = Spooled(server.url) if warm == "mixpanel" else None
-            request_path_round(spooled.exporter if spooled else NoOpExporter(), environs[:500])
-            if spooled:
+        def one(variant: str, requests: list[dict[str, Any]]) -> tuple[float, float]:
+            gc.collect()
+            if variant == "noop":
+                return request_path_round(NoOpExporter(), requests, PATH_RATE)
+            spooled = Spooled(server.url)
+            try:
+                return request_path_round(spooled.exporter, requests, PATH_RATE)
+            finally:
                 spooled.close()
+
+        for variant in ("noop", "mixpanel"):
+            one(variant, environs[:500])
         for round_number in range(sizes.path_rounds):
             # Alternate the order so drift (thermal, other tenants) hits both sides alike.
             order = ("noop", "mixpanel") if round_number % 2 == 0 else ("mixpanel", "noop")
             for variant in order:
-                gc.collect()
-                if variant == "mixpanel":
-                    spooled = Spooled(server.url)
-                    results[variant].append(request_path_round(spooled.exporter, environs))
-                    spooled.close()
-                else:
-                    results[variant].append(request_path_round(NoOpExporter(), environs))
+                results[variant].append(one(variant, environs))
             log(f"  request path round {round_number + 1}: no-op {results['noop'][-1][0]:.1f} us median, "
                 f"otel-mixpanel {results['mixpanel'][-1][0]:.1f} us median")
     return {variant: (statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
             for variant, rounds in results.items()}
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-@dataclass
-class Outage:
-    heap_growth: int  # tracemalloc, from the first sample of the outage to the last
-    heap_peak: int  # tracemalloc, highest during the outage over before it
-    heap_after: int  # tracemalloc, after recovery over before the outage
-    rss_growth: int
-    recovery_s: float
-    events: int
-
-
-def _outage(server: ServerProcess, feed: Callable[[int], None], batches: int,
-            recovered: Callable[[], bool]) -> tuple[int, int, int, int, float]:
-    gc.collect()
-    tracemalloc.start()
-    before, rss_before = tracemalloc.get_traced_memory()[0], _rss_bytes()
-    server.stop()
-    samples = []
-    for batch in range(batches):
-        feed(batch)
-        samples.append(tracemalloc.get_traced_memory()[0])
-    rss_growth = _rss_bytes() - rss_before
-    peak = tracemalloc.get_traced_memory()[1] - before
-    server.start()
-    start = time.perf_counter()
-    while not recovered():
-        if time.perf_counter() - start > 120:
-            raise RuntimeError("events were not delivered within 120 s of the server coming back")
-        time.sleep(0.02)
-    recovery = time.perf_counter() - start
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    return samples[-1] - samples[0], peak, after, rss_growth, recovery
-
-
-def outage_exporter(sizes: Sizes) -> Outage:
-    visits = make_visits(sizes.outage_requests, seed=11)
-    spans = make_spans(visits)
-    batches = [spans[i:i + EXPORT_BATCH] for i in range(0, len(spans), EXPORT_BATCH)]
-    server = ServerProcess().start()
-    # Backoff capped at 2 s instead of 60 s, so recovery is seen within the run.
-    spooled = Spooled(server.url, retry_initial_ms=500, retry_max_ms=2000)
-    exporter = spooled.exporter
-    try:
-        exporter.export(make_spans(make_visits(200, seed=12)))
-        exporter.force_flush(30_000)
-        sent_before = exporter.sender.stats.sent
-
-        def feed(batch: int) -> None:
-            exporter.export(batches[batch])
-
-        growth, peak, after, rss, recovery = _outage(
-            server, feed, len(batches), lambda: exporter.sender.spool.pending()[0] == 0)
-        events = exporter.sender.stats.sent - sent_before
-        accepted, _ = server.accepted("/import")
-        if accepted != events:
-            raise RuntimeError(f"after the outage the server accepted {accepted} of {events} events")
-    finally:
-        spooled.close()
-        server.stop()
-    return Outage(growth, peak, after, rss, recovery, events)
-
-
-def outage_baseline(sizes: Sizes) -> Outage:
-    visits = make_visits(sizes.outage_requests, seed=11)
-    prepared = [(baseline_request(visit), visit) for visit in visits]
-    per_batch = max(1, len(prepared) // max(1, len(prepared) // EXPORT_BATCH))
-    batches = [prepared[i:i + per_batch] for i in range(0, len(prepared), per_batch)]
-    server = ServerProcess().start()
-    mp, consumer = make_mixpanel(TOKEN, server.url)
-    sent = 0
-    try:
-        def feed(batch: int) -> None:
-            nonlocal sent
-            for request, visit in batches[batch]:
-                for name, properties in baseline_calls(visit):
-                    sent += 1
-                    try:
-                        track_to_mp(mp, request, name, properties)
-                    except MixpanelException:
-                        # What an application must do, or every request fails while Mixpanel is down.
-                        pass
-
-        def recovered() -> bool:
-            try:
-                consumer.flush()
-            except MixpanelException:
-                return False
-            return True
-
-        growth, peak, after, rss, recovery = _outage(server, feed, len(batches), recovered)
-        accepted, _ = server.accepted("/track")
-        if accepted != sent:
-            raise RuntimeError(f"after the outage the server accepted {accepted} of {sent} baseline events")
-    finally:
-        server.stop()
-    return Outage(growth, peak, after, rss, recovery, sent)
 
 
 def _median(values: list[float]) -> float:
@@ -368,16 +271,16 @@ def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
                     "B", helper, "lower", 0.1))
     log("request path")
     path = request_path(sizes, log)
-    rows.append(Row("Request latency, median (BatchSpanProcessor)", path["mixpanel"][0], path["noop"][0],
+    rows.append(Row(f"Request latency at {PATH_RATE:,.0f} req/s, median", path["mixpanel"][0], path["noop"][0],
                     "us", "no-op exporter", "lower", 1.05))
-    rows.append(Row("Request latency, p99 (BatchSpanProcessor)", path["mixpanel"][1], path["noop"][1],
+    rows.append(Row(f"Request latency at {PATH_RATE:,.0f} req/s, p99", path["mixpanel"][1], path["noop"][1],
                     "us", "no-op exporter", "lower"))
     log("Mixpanel down, then back")
-    mine, helper_outage = outage_exporter(sizes), outage_baseline(sizes)
+    mine, helper_outage = outage.measure("exporter", sizes.outage_requests), outage.measure("helper", sizes.outage_requests)
     log(f"  otel-mixpanel {mine}")
     log(f"  helper {helper_outage}")
     kib = 1024
-    rows.append(Row(f"Heap growth while down ({mine.events} / {helper_outage.events} events)",
+    rows.append(Row(f"Heap growth, 2nd half of outage ({mine.events} / {helper_outage.events} events in all)",
                     mine.heap_growth / kib, helper_outage.heap_growth / kib, "KiB", helper, "lower", 0.05))
     rows.append(Row("Heap peak while down, over before", mine.heap_peak / kib, helper_outage.heap_peak / kib,
                     "KiB", helper, "lower"))
@@ -395,8 +298,9 @@ def format_table(rows: list[Row]) -> str:
     lines = []
     for row in rows:
         met = {True: "yes", False: "NO", None: "-"}[row.met]
+        ratio = f"{row.ratio:.3g}x" if row.ratio == row.ratio else "n/a"
         lines.append((row.measure, f"{row.ours:,.1f} {row.unit}", f"{row.reference:,.1f} {row.unit}",
-                      row.reference_name, f"{row.ratio:.3g}x", row.target_text(), met))
+                      row.reference_name, ratio, row.target_text(), met))
     table = [header, tuple("---" for _ in header), *lines]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in table)
 
@@ -411,8 +315,6 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    import os
-
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()}"
 
 

@@ -1,0 +1,86 @@
+"""Where the exporter's time goes: ``python -m benchmarks.profile [--latency-ms 30]``.
+
+Runs the throughput measurement's exporter side once under cProfile, on both threads
+that do the work: the caller's (``export()``: spans to events, into the spool) and the
+sender's (spool to Mixpanel). Prints each thread's busiest functions with their share
+of that thread's profiled time, and the wall-clock split between handing spans over and
+waiting for delivery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import logging
+import pstats
+import time
+
+from benchmarks.common import EXPORT_BATCH, Spooled
+from benchmarks.ingest import ServerProcess
+from benchmarks.workload import make_spans, make_visits
+
+
+def _top(profile: cProfile.Profile, title: str, limit: int) -> str:
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    total = stats.total_tt or 1.0
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:limit]
+    lines = [f"{title}: {total:.3f} s profiled", "  own%   cum%  calls  function"]
+    for (filename, line, name), (_, calls, own, cumulative, _) in rows:
+        where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        lines.append(f"  {100 * own / total:4.1f}  {100 * cumulative / total:5.1f}  {calls:6d}  {name} ({where}:{line})")
+    return "\n".join(lines)
+
+
+def profile(requests: int, latency_ms: float, limit: int) -> str:
+    spans = make_spans(make_visits(requests, seed=1))
+    with ServerProcess(latency_ms) as server:
+        warm = Spooled(server.url)
+        warm.exporter.export(make_spans(make_visits(200, seed=999)))
+        warm.exporter.force_flush(60_000)
+        warm.close()
+
+        spooled = Spooled(server.url)
+        sender = spooled.exporter.sender
+        sender_profile = cProfile.Profile()
+        run = sender._run
+
+        def profiled_run() -> None:
+            sender_profile.enable()
+            try:
+                run()
+            finally:
+                sender_profile.disable()
+
+        # The delivery thread starts on the first export and looks its target up then.
+        sender._run = profiled_run
+        caller_profile = cProfile.Profile()
+        start = time.perf_counter()
+        caller_profile.enable()
+        for first in range(0, len(spans), EXPORT_BATCH):
+            spooled.exporter.export(spans[first:first + EXPORT_BATCH])
+        handed_over = time.perf_counter()
+        spooled.exporter.force_flush(300_000)
+        caller_profile.disable()
+        delivered = time.perf_counter()
+        spooled.close()
+    return "\n\n".join([
+        f"{requests} requests, server latency {latency_ms:g} ms (times under cProfile, so slower than the benchmark): "
+        f"export() calls {handed_over - start:.3f} s, then waiting for delivery {delivered - handed_over:.3f} s",
+        _top(caller_profile, "Caller's thread (export, then force_flush waiting)", limit),
+        _top(sender_profile, "Sender's thread", limit),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--limit", type=int, default=25)
+    args = parser.parse_args()
+    logging.getLogger("otel_mixpanel").setLevel(logging.CRITICAL)
+    print(profile(args.requests, args.latency_ms, args.limit))
+
+
+if __name__ == "__main__":
+    main()
