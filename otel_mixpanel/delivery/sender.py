@@ -416,12 +416,26 @@ def _event_name(body: str) -> str | None:
 _live_senders: weakref.WeakSet[MixpanelSender] = weakref.WeakSet()
 
 
+def _before_fork() -> None:
+    for sender in list(_live_senders):
+        if sender._pid == os.getpid():
+            sender._spool.before_fork()
+            _forking.append(sender)
+
+
+def _after_fork_in_parent() -> None:
+    while _forking:
+        _forking.pop()._spool.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
+    _forking.clear()
     for sender in list(_live_senders):
         sender._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_forking: list[MixpanelSender] = []
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 def _shutdown_at_exit(ref: weakref.ref[MixpanelSender]) -> None:

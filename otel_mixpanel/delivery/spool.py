@@ -134,6 +134,13 @@ class Spool:
         connection.executescript(_SCHEMA)
         return connection
 
+    def before_fork(self) -> None:
+        """Hold the lock across ``fork()``: a child forked mid-call could inherit SQLite's mutexes held."""
+        self._lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connection and lock; open a new one on next use."""
         if self._connection is not None:
