@@ -1,0 +1,99 @@
+"""The small pieces of delivery: backoff, answer classification, request splitting, spool leases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from otel_mixpanel.delivery.retry import Backoff
+from otel_mixpanel.delivery.spool import Spool
+from otel_mixpanel.delivery.transport import Verdict, classify, route_for, split_by_size
+
+from delivery_helpers import fast_settings
+
+
+def test_backoff_doubles_with_jitter_up_to_the_maximum():
+    backoff = Backoff(initial_s=2.0, max_s=60.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    for attempt, delay in enumerate(delays):
+        base = min(60.0, 2.0 * 2 ** attempt)
+        assert base * 0.8 <= delay <= min(60.0, base * 1.2)
+    assert delays[-1] <= 60.0
+    assert backoff.next_delay(retry_after_s=7.5) == 7.5
+    assert backoff.next_delay(retry_after_s=10**9) == 3600.0
+    backoff.reset()
+    assert backoff.next_delay() <= 2.4
+
+
+@pytest.fixture
+def import_route(tmp_path):
+    return route_for(fast_settings("http://127.0.0.1:1", tmp_path), "events")
+
+
+@pytest.mark.parametrize("status,verdict", [
+    (200, Verdict.DELIVERED), (429, Verdict.RETRY), (500, Verdict.RETRY), (502, Verdict.RETRY),
+    (503, Verdict.RETRY), (504, Verdict.RETRY), (401, Verdict.CREDENTIALS), (403, Verdict.CREDENTIALS),
+    (413, Verdict.TOO_LARGE), (400, Verdict.REJECTED), (404, Verdict.MISCONFIGURED),
+])
+def test_classification_of_answers(import_route, status, verdict):
+    assert classify(import_route, status, b'{"error": "x"}').verdict is verdict
+
+
+def test_retry_after_in_seconds_and_as_a_date(import_route):
+    assert classify(import_route, 429, b"{}", "3").retry_after_s == 3.0
+    assert classify(import_route, 503, b"{}", "Wed, 21 Oct 2015 07:28:00 GMT").retry_after_s == 0.0
+    assert classify(import_route, 503, b"{}", "soon").retry_after_s is None
+
+
+def test_strict_400_names_failed_records(import_route):
+    body = json.dumps({"code": 400, "error": "some failed", "num_records_imported": 1, "failed_records": [
+        {"index": 1, "$insert_id": "bad id", "field": "properties.$insert_id", "message": "invalid"}]})
+    outcome = classify(import_route, 400, body.encode())
+    assert outcome.verdict is Verdict.DELIVERED
+    assert [(f.index, f.insert_id, f.field) for f in outcome.failed] == [(1, "bad id", "properties.$insert_id")]
+
+
+def test_track_verbose_status_0_is_a_refusal(tmp_path):
+    track = route_for(fast_settings("http://127.0.0.1:1", tmp_path, api_secret=None, project_id="1"), "events")
+    assert track.path == "/track" and track.params == {"verbose": "1", "ip": "0"}
+    assert classify(track, 200, b'{"status": 0, "error": "bad"}').verdict is Verdict.REJECTED
+    assert classify(track, 200, b'{"status": 1, "error": null}').verdict is Verdict.DELIVERED
+
+
+def test_routes_for_hosts_and_credentials(tmp_path):
+    eu = fast_settings("https://api-eu.mixpanel.com", tmp_path)
+    assert route_for(eu, "imports").url == "https://api-eu.mixpanel.com/import"
+    assert route_for(eu, "people").url == "https://api-eu.mixpanel.com/engage"
+    assert route_for(eu, "groups").url == "https://api-eu.mixpanel.com/groups"
+    service = fast_settings("https://api-in.mixpanel.com", tmp_path, service_account_username="sa",
+                            service_account_secret="s", project_id="77")
+    assert route_for(service, "events").params == {"strict": "1", "project_id": "77"}
+    with pytest.raises(ValueError):
+        route_for(eu, "alias")
+
+
+def test_split_by_size_keeps_each_request_within_the_limit():
+    sizes = [100, 100, 100, 500, 100]
+    groups = split_by_size(list(range(5)), sizes, max_bytes=250)
+    assert groups == [[0, 1], [2], [3], [4]]
+
+
+def test_leases_keep_two_claimers_apart_and_expire():
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    spool.put_many([("events", json.dumps({"n": i})) for i in range(10)])
+    first = spool.claim("a", 6, lease_s=60)
+    second = spool.claim("b", 6, lease_s=60)
+    assert len(first) == 6 and len(second) == 4
+    assert not {r.id for r in first} & {r.id for r in second}
+    assert spool.claim("c", 6, lease_s=60) == []
+    spool.release(r.id for r in second)
+    assert len(spool.claim("c", 6, lease_s=-1)) == 4  # an expired lease can be claimed again
+    assert len(spool.claim("d", 6, lease_s=60)) == 4
+
+
+def test_a_claim_holds_one_endpoint_only():
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    spool.put_many([("events", "{}"), ("people", "{}"), ("events", "{}")])
+    assert [r.endpoint for r in spool.claim("a", 10, 60)] == ["events", "events"]
+    assert [r.endpoint for r in spool.claim("a", 10, 60)] == ["people"]
