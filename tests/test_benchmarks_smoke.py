@@ -1,0 +1,44 @@
+"""The benchmarks still run: ``python -m benchmarks --smoke`` (tiny counts, no targets) prints every row.
+
+Numbers are not checked here; a loaded CI machine says nothing about speed. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = (
+    "Throughput, instant server",
+    "Throughput, server answering in 30 ms",
+    "Throughput, half the user agents new, instant server",
+    "Request body bytes per event",
+    "Request latency at 2,000 req/s, median",
+    "Request latency at 2,000 req/s, p99",
+    "Heap growth, 2nd half of outage",
+    "Heap peak while down, over before",
+    "RSS growth while down",
+    "Heap after recovery, over before",
+    "All events delivered after the server is back",
+)
+NUMBER = re.compile(r"^-?[\d,]+\.\d (req/s|B|us|KiB|s)$")
+
+
+def test_smoke_mode_prints_the_whole_table() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("Smoke run on ")
+    table = [line for line in lines if line.startswith("| ") and not line.startswith(("| Measure", "| ---"))]
+    assert len(table) == len(ROWS)
+    for line, name in zip(table, ROWS):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[0].startswith(name)
+        assert len(cells) == 7, line
+        assert NUMBER.match(cells[1]) and NUMBER.match(cells[2]), line
