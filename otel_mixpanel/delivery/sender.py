@@ -298,6 +298,10 @@ class MixpanelSender:
             if timeout <= 0:
                 self._spool.release(r.id for batch in [chunk, *queue] for r in batch)
                 return False
+            if queue:
+                # Later chunks wait for this request: their leases must outlive it.
+                self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner,
+                                  timeout + self._timeout_s + LEASE_MARGIN_S)
             outcome = self._transport.post(route, [record.body for record in chunk], timeout)
             verdict = outcome.verdict
             if verdict is Verdict.DELIVERED:

@@ -123,7 +123,8 @@ class Spool:
 
     def _open(self) -> sqlite3.Connection:
         if self.path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            # Event data can be personal: a directory we create is readable by its owner only.
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
         connection = sqlite3.connect(
             self.path or ":memory:", timeout=30.0, isolation_level=None, check_same_thread=False
         )

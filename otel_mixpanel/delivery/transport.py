@@ -143,6 +143,8 @@ class Transport:
             response = self._session.post(
                 route.url, params=route.params, data=data, headers=headers, auth=auth,
                 timeout=(timeout_s, timeout_s),
+                # requests would turn a redirected POST into a GET and lose the body.
+                allow_redirects=False,
             )
         except requests.Timeout:
             return Outcome(Verdict.RETRY, detail=f"no answer within {timeout_s:.3g} s")
