@@ -15,13 +15,14 @@ from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl
 from wsgiref.util import setup_testing_defaults
 
+from mixpanel import Mixpanel
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import otel_mixpanel
-from benchmarks.baseline_helper import Request, User
+from benchmarks.baseline_helper import Request, User, track_to_mp
 from otel_mixpanel.web import MixpanelMiddleware
 from otel_mixpanel.web.device_id import DEFAULT_COOKIE_NAME
 
@@ -56,8 +57,8 @@ CAMPAIGNS = [
     "utm_source=newsletter&utm_medium=email&utm_campaign=2024-01-digest&utm_content=hero",
     "utm_source=facebook&utm_medium=social&utm_campaign=launch",
 ]
-# Where the handler finds the business events this request tracks.
-EVENTS_KEY = "benchmark.events"
+# Where the handlers find what this request is about (its business events, for one).
+VISIT_KEY = "benchmark.visit"
 PAGES = ["/", "/pricing", "/about", "/blog/how-to-choose-running-shoes", "/cart", "/account"]
 
 
@@ -151,7 +152,7 @@ def environ_for(visit: Visit) -> dict[str, Any]:
         environ["HTTP_COOKIE"] = "; ".join(cookies)
     if visit.method == "POST":
         environ["CONTENT_LENGTH"] = "0"
-    environ[EVENTS_KEY] = visit.events
+    environ[VISIT_KEY] = visit
     setup_testing_defaults(environ)
     return environ
 
@@ -172,10 +173,27 @@ def shop_app(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
     if environ["PATH_INFO"].startswith("/missing"):
         start_response("404 Not Found", [("Content-Type", "text/html")])
         return [b"<html>not found</html>"]
-    for name, properties in environ.get(EVENTS_KEY, ()):
-        otel_mixpanel.track(name, properties)
+    for name, properties in environ[VISIT_KEY].events:
+        otel_mixpanel.track(name, dict(properties))
     start_response("200 OK", [("Content-Type", "text/html")])
     return [b"<html>ok</html>"]
+
+
+def helper_app(mp: Mixpanel) -> Callable:
+    """The same application built on the seeds' helper instead: ``track_to_mp`` in the handler."""
+
+    def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        visit = environ[VISIT_KEY]
+        if environ["PATH_INFO"].startswith("/missing"):
+            start_response("404 Not Found", [("Content-Type", "text/html")])
+            return [b"<html>not found</html>"]
+        request = baseline_request(visit)
+        for name, properties in baseline_calls(visit):
+            track_to_mp(mp, request, name, properties)
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<html>ok</html>"]
+
+    return app
 
 
 def instrumented(app: Callable, provider: TracerProvider) -> Callable:

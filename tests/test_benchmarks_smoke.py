@@ -18,6 +18,8 @@ ROWS = (
     "Request body bytes per event",
     "Request latency at 2,000 req/s, median",
     "Request latency at 2,000 req/s, p99",
+    "Request latency, median, vs helper in the handler (30 ms server)",
+    "Request latency, p99, vs helper in the handler (30 ms server)",
     "Heap growth, 2nd half of outage",
     "Heap peak while down, over before",
     "RSS growth while down",
