@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -218,3 +219,23 @@ def test_counters_are_reported_as_opentelemetry_metrics(tmp_path):
     assert found["otel_mixpanel.delivery.retried"] == 3
     assert found["otel_mixpanel.delivery.rejected"] == 0
     assert found["otel_mixpanel.delivery.dropped"] == 0
+
+
+def test_shutdown_delivers_on_its_own_thread_when_no_thread_can_start(server, make_sender, monkeypatch):
+    # Python 3.12+ refuses new threads at interpreter exit, when a TracerProvider's atexit shutdown runs.
+    sender = make_sender()
+
+    start = threading.Thread.start
+
+    def refuse(thread):
+        if thread.name == "otel-mixpanel-delivery":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    items = messages(3)
+    sender.send_many(items)
+    assert sender.flush(timeout_millis=100) is False
+    sender.shutdown(timeout_millis=5000)
+    monkeypatch.undo()
+    assert_exactly_once(server, insert_ids(items))

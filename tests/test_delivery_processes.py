@@ -120,3 +120,25 @@ def test_process_exit_does_not_hang_on_a_hanging_server(tmp_path):
         assert sender.spool.pending()[0] == 0  # different endpoint, different spool file
     finally:
         sender.shutdown(timeout_millis=100)
+
+
+def test_events_sent_by_an_earlier_atexit_hook_are_delivered_by_its_shutdown(tmp_path):
+    """A TracerProvider registers its atexit shutdown before the exporter builds the sender; it runs last."""
+    with IngestServer(credentials=(API_SECRET, "")) as server:
+        then = textwrap.dedent("""
+            import atexit
+            late = messages(3)
+            def provider_shutdown():
+                sender.send_many(late)
+                sender.shutdown(timeout_millis=5000)
+                print(json.dumps(insert_ids(late)), flush=True)
+            atexit._clear()
+            atexit.register(provider_shutdown)
+            atexit.register(__import__("otel_mixpanel.delivery.sender").delivery.sender._flush_at_exit,
+                            __import__("weakref").ref(sender))
+        """).replace("\n", "\n        ")
+        child = _spawn_sender(server.url, tmp_path, 2, then)
+        first = json.loads(child.stdout.readline())
+        late = json.loads(child.stdout.readline())
+        assert child.wait(timeout=15) == 0
+        assert_exactly_once(server, first + late)

@@ -105,7 +105,7 @@ class MixpanelSender:
         self._start_process_state()
         _live_senders.add(self)
         metrics.register(self)
-        atexit.register(_shutdown_at_exit, weakref.ref(self))
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def _start_process_state(self) -> None:
         """Everything that belongs to one process: rebuilt, never reused, in a forked child."""
@@ -206,7 +206,8 @@ class MixpanelSender:
         with self._flush_cond:
             self._flush_requested += 1
             ticket = self._flush_requested
-        self._ensure_thread()
+        if not self._ensure_thread():
+            return self._spool.claimable() == 0
         self._wake.set()
         with self._flush_cond:
             return self._flush_cond.wait_for(
@@ -223,8 +224,10 @@ class MixpanelSender:
         self._shut_down = True
         self._deadline = time.monotonic() + timeout_millis / 1000
         self._stopping = True
-        if self._thread is None and self._spool.claimable():
-            self._ensure_thread(force=True)
+        if self._thread is None and self._spool.claimable() and not self._ensure_thread(force=True):
+            # At interpreter exit no thread can start (Python 3.12+): deliver here, within the deadline.
+            self._drain()
+            self._transport.close()
         self._interrupt.set()
         self._wake.set()
         thread = self._thread
@@ -236,13 +239,21 @@ class MixpanelSender:
 
     # The delivery thread.
 
-    def _ensure_thread(self, force: bool = False) -> None:
-        if self._thread is not None or (self._shut_down and not force):
-            return
+    def _ensure_thread(self, force: bool = False) -> bool:
+        """Start the delivery thread if needed; False when there is none and none can start."""
+        if self._thread is not None:
+            return True
+        if self._shut_down and not force:
+            return False
         with self._state_lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="otel-mixpanel-delivery", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="otel-mixpanel-delivery", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:
+                    return False
+                self._thread = thread
+        return True
 
     def _run(self) -> None:
         try:
@@ -442,10 +453,12 @@ _forking: list[MixpanelSender] = []
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
-def _shutdown_at_exit(ref: weakref.ref[MixpanelSender]) -> None:
+def _flush_at_exit(ref: weakref.ref[MixpanelSender]) -> None:
+    # A flush, not a shutdown: atexit hooks registered earlier (a TracerProvider's) run after this
+    # one and may still export and then shut the sender down themselves.
     sender = ref()
-    if sender is not None and sender._pid == os.getpid():
-        sender.shutdown(timeout_millis=EXIT_FLUSH_MS)
+    if sender is not None and sender._pid == os.getpid() and not sender._shut_down:
+        sender.flush(timeout_millis=EXIT_FLUSH_MS)
 
 
 def create_sender(settings: Settings) -> MixpanelSender:
