@@ -102,15 +102,20 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+def start(host: str, port: int) -> tuple[WSGIServer, TracerProvider]:
+    """The shop's server, not yet serving, and the tracing that sends its events to Mixpanel."""
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(MixpanelSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler), provider
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Plain WSGI example for otel-mixpanel")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args = parser.parse_args(argv)
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(MixpanelSpanExporter()))
-    trace.set_tracer_provider(provider)
-    server = make_server(args.host, args.port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
+    server, provider = start(args.host, args.port)
     print(f"listening on http://{args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()

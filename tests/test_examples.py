@@ -8,6 +8,7 @@ throughout, and ``$user_id`` from the login on.
 from __future__ import annotations
 
 import http.cookiejar
+import json
 import os
 import queue
 import re
@@ -29,36 +30,11 @@ from otel_mixpanel.testing.ingest_server import IngestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
-          "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
 PAGE_VIEW = "$mp_web_page_view"
-COOKIE = "otel_mp_device_id"
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(EXAMPLES))
 
-
-class Browser:
-    """An iPhone's Safari, as far as the server can tell: its User-Agent, and cookies kept."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def open(self, path: str, form: dict[str, str] | None = None, referer: str | None = None) -> int:
-        headers = {"User-Agent": IPHONE}
-        if referer:
-            headers["Referer"] = referer
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        request = urllib.request.Request(self.base + path, data=data, headers=headers)
-        try:
-            with self.opener.open(request, timeout=10) as response:
-                response.read()
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    def cookie(self, name: str = COOKIE) -> str | None:
-        return next((c.value for c in self.jar if c.name == name), None)
+from browser import Browser, visit  # noqa: E402  (examples/ is not a package)
 
 
 def example_env(ingest: IngestServer, **extra: str) -> dict[str, str]:
@@ -116,22 +92,6 @@ def running(command: list[str], env: dict[str, str], ready: str, output: list[st
     assert not errors, "".join(output)
 
 
-def visit(base: str) -> str:
-    """An anonymous phone visit from a Google ad, a sign-up, a login, identified visits; the device id."""
-    browser = Browser(base)
-    assert browser.open("/?utm_source=google&utm_medium=cpc&utm_campaign=spring",
-                        referer="https://www.google.com/") == 200
-    device = browser.cookie()
-    assert device
-    assert browser.open("/pricing", referer=base + "/") == 200
-    assert browser.open("/signup", {"email": "ada@example.com", "plan": "pro"}) == 200
-    assert browser.open("/login", {"email": "ada@example.com"}) == 200
-    assert browser.open("/account", referer=base + "/pricing") == 200
-    assert browser.open("/checkout", {"amount": "49.5"}) == 200
-    assert browser.cookie() == device
-    return device
-
-
 EXPECTED = [  # (event, path of its request, identified)
     (PAGE_VIEW, "/", False),
     (PAGE_VIEW, "/pricing", False),
@@ -143,10 +103,14 @@ EXPECTED = [  # (event, path of its request, identified)
 
 
 def check_journey(ingest: IngestServer, device: str) -> None:
-    events = ingest.wait_for(len(EXPECTED), timeout=15)
+    ingest.wait_for(len(EXPECTED), timeout=15)
     # A moment more, so that an unexpected extra event would show up too.
     time.sleep(0.3)
     events = sorted(ingest.events(), key=lambda e: e["properties"]["time"])
+    check_events(events, ingest.wait_for(1, timeout=5, what="profiles"), device)
+
+
+def check_events(events: list[dict], profiles: list[dict], device: str) -> None:
     assert [e["event"] for e in events] == [name for name, _, _ in EXPECTED], events
     user_id = events[3]["properties"].get("$user_id")
     assert user_id and user_id.startswith("u-")
@@ -161,12 +125,21 @@ def check_journey(ingest: IngestServer, device: str) -> None:
     assert landing["$referring_domain"] == "www.google.com", landing
     assert landing["$device"] == "iPhone" and landing["$os"] == "iOS", landing
     assert events[5]["properties"]["amount"] == 49.5
-    profiles = ingest.wait_for(1, timeout=5, what="profiles")
     assert any(p.get("$distinct_id") == user_id and p.get("$set", {}).get("$email") == "ada@example.com"
                for p in profiles), profiles
 
 
 LISTENING = r"listening on (http://\S+)"
+
+
+def test_readme_demo_prints_what_a_visit_sends():
+    run = subprocess.run([sys.executable, str(EXAMPLES / "demo.py")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")})
+    assert run.returncode == 0, run.stderr
+    received = json.loads(run.stdout)
+    device = received["events"][0]["properties"]["$device_id"]
+    check_events(received["events"], received["profile_updates"], device)
+    assert "6 events and 1 profile update(s)" in run.stderr
 
 
 @pytest.mark.parametrize("example, extra_env", [
