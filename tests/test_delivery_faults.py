@@ -110,6 +110,17 @@ def test_bad_credentials_keep_the_events_and_a_fixed_secret_delivers_them(server
         fixed.shutdown(timeout_millis=500)
 
 
+def test_bad_import_credentials_do_not_hold_up_profile_updates(server, make_sender):
+    sender = make_sender(api_secret="wrong-secret", retry_max_ms=5000)
+    events = messages(3)
+    people = [("people", json.dumps({"$token": "t", "$distinct_id": "u1", "$set": {"a": 1}}))]
+    sender.send_many(events + people)
+    assert server.wait_for(1, timeout=5, what="profiles")
+    assert server.accepted_insert_ids() == []
+    assert sender.flush(timeout_millis=200) is False  # the events are still held
+    assert sender.spool.pending()[0] == 3
+
+
 def test_413_splits_the_batch_and_retries(tmp_path):
     with IngestServer(credentials=(API_SECRET, ""), max_request_bytes=3000) as server:
         sender = create_sender(fast_settings(server.url, tmp_path, compression="none"))

@@ -227,7 +227,7 @@ class MixpanelSender:
         if self._thread is None and self._spool.claimable() and not self._ensure_thread(force=True):
             # At interpreter exit no thread can start (Python 3.12+): deliver here, within the deadline.
             self._drain()
-            self._transport.close()
+            self._stopped()
         self._interrupt.set()
         self._wake.set()
         thread = self._thread
@@ -278,6 +278,11 @@ class MixpanelSender:
             if self._stopping:
                 break
             self._wake.wait(self._delay_s)
+        self._stopped()
+
+    def _stopped(self) -> None:
+        # Records set aside after a 401 go back at once, for the next sender with fixed settings.
+        self._spool.release_owner(self._owner)
         self._transport.close()
 
     def _drain(self) -> bool:
@@ -287,7 +292,7 @@ class MixpanelSender:
                 return False
             records = self._spool.claim(self._owner, self._settings.batch_size, self._timeout_s + LEASE_MARGIN_S)
             if not records:
-                return True
+                return self._spool.held(self._owner) == 0
             if not self._deliver(records):
                 return False
 
@@ -328,6 +333,11 @@ class MixpanelSender:
                     self._reject(route.path, chunk[0], outcome)
                 continue
             delay = self._trouble(route.path, chunk, queue, outcome, backoff)
+            if verdict is not Verdict.RETRY:
+                # Set aside until the lease ends, so other endpoints (e.g. /engage when only the
+                # /import credentials are wrong) keep flowing meanwhile.
+                self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner, delay)
+                return True
             self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner,
                               delay + self._timeout_s + LEASE_MARGIN_S)
             if not self._pause(delay):

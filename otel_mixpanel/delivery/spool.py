@@ -253,6 +253,17 @@ class Spool:
         with self._lock:
             self._db().executemany("UPDATE records SET lease_until = 0 WHERE id = ?", [(i,) for i in ids])
 
+    def held(self, owner: str) -> int:
+        """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
+        with self._lock:
+            return self._db().execute(
+                "SELECT COUNT(*) FROM records WHERE lease_owner = ? AND lease_until >= ?", (owner, time.time())
+            ).fetchone()[0]
+
+    def release_owner(self, owner: str) -> None:
+        with self._lock:
+            self._db().execute("UPDATE records SET lease_until = 0 WHERE lease_owner = ?", (owner,))
+
     def remove(self, ids: Iterable[int]) -> None:
         with self._lock:
             db = self._db()
