@@ -64,7 +64,8 @@ def make_sender(server, tmp_path):
 
     def make(**overrides: Any) -> MixpanelSender:
         url = overrides.pop("endpoint", server.url)
-        sender = create_sender(fast_settings(url, tmp_path, **overrides))
+        spool_dir = overrides.pop("spool_dir", tmp_path)
+        sender = create_sender(fast_settings(url, spool_dir, **overrides))
         senders.append(sender)
         return sender
 

@@ -208,3 +208,15 @@ def test_flush_returns_false_at_its_deadline_when_the_network_is_gone(make_sende
     assert sender.flush(timeout_millis=300) is False
     assert 0.25 < time.monotonic() - started < 0.8
     assert sender.spool.pending()[0] == 2
+
+
+def test_an_uncreatable_spool_falls_back_to_memory_and_says_so(server, make_sender, tmp_path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    sender = make_sender(spool_dir=str(blocker / "spool"))
+    items = messages(3)
+    sender.send_many(items)
+    assert sender.flush(timeout_millis=5000)
+    assert_exactly_once(server, insert_ids(items))
+    assert sender.spool.path is None and sender.stats.dropped == 0
+    assert "cannot be created" in caplog.text and "keeping records in memory" in caplog.text

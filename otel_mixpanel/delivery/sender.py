@@ -172,8 +172,8 @@ class MixpanelSender:
         if not records:
             return
         try:
-            dropped = self._spool.put_many(records)
-        except sqlite3.Error as error:
+            dropped = self._put(records)
+        except (sqlite3.Error, OSError) as error:
             self._count("dropped", len(records))
             self._troubles.report(
                 "spool-write", logging.ERROR,
@@ -196,18 +196,34 @@ class MixpanelSender:
         if full or self._delay_s == 0:
             self._wake.set()
 
+    def _put(self, records: list[tuple[str, str]]) -> int:
+        try:
+            return self._spool.put_many(records)
+        except (sqlite3.Error, OSError) as error:
+            if self._spool.path is None or self._spool.ever_opened:
+                raise
+            # A spool that cannot even be created (unwritable directory) must not cost the events:
+            # they are kept in memory for this process instead, and the operator is told.
+            logger.error(
+                "Mixpanel spool %r cannot be created (%s): keeping records in memory instead; "
+                "they will be lost if the process dies. Check %sSPOOL_DIR",
+                self._spool.path, error, ENV_PREFIX,
+            )
+            self._spool = Spool(None, max_events=self._spool.max_events, max_bytes=self._spool.max_bytes)
+            return self._spool.put_many(records)
+
     def flush(self, timeout_millis: float | None = None) -> bool:
         """Deliver everything spooled now; True if nothing claimable is left within the deadline."""
         self._check_fork()
         timeout_s = (DEFAULT_FLUSH_MS if timeout_millis is None else timeout_millis) / 1000
         deadline = time.monotonic() + timeout_s
         if self._shut_down:
-            return self._spool.claimable() == 0
+            return self._claimable() == 0
         with self._flush_cond:
             self._flush_requested += 1
             ticket = self._flush_requested
         if not self._ensure_thread():
-            return self._spool.claimable() == 0
+            return self._claimable() == 0
         self._wake.set()
         with self._flush_cond:
             return self._flush_cond.wait_for(
@@ -224,7 +240,7 @@ class MixpanelSender:
         self._shut_down = True
         self._deadline = time.monotonic() + timeout_millis / 1000
         self._stopping = True
-        if self._thread is None and self._spool.claimable() and not self._ensure_thread(force=True):
+        if self._thread is None and self._claimable() and not self._ensure_thread(force=True):
             # At interpreter exit no thread can start (Python 3.12+): deliver here, within the deadline.
             self._drain()
             self._stopped()
@@ -236,6 +252,14 @@ class MixpanelSender:
             if thread.is_alive():
                 return
         self._spool.close()
+
+    def _claimable(self) -> int | None:
+        """Records waiting to be claimed, or None when the spool cannot be read."""
+        try:
+            return self._spool.claimable()
+        except (sqlite3.Error, OSError) as error:
+            logger.error("Mixpanel spool %r cannot be read (%s)", self._spool.path or ":memory:", error)
+            return None
 
     # The delivery thread.
 
@@ -258,7 +282,7 @@ class MixpanelSender:
     def _run(self) -> None:
         try:
             self._spool.reclaim_from_dead_owners()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             logger.warning("Mixpanel spool %r: cannot check for abandoned leases (%s)", self._spool.path, error)
         while True:
             self._wake.clear()

@@ -110,6 +110,7 @@ class Spool:
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self.ever_opened = False
 
     def __repr__(self) -> str:
         return f"Spool(path={self.path or ':memory:'!r})"
@@ -119,6 +120,7 @@ class Spool:
             self.after_fork()
         if self._connection is None:
             self._connection = self._open()
+            self.ever_opened = True
         return self._connection
 
     def _open(self) -> sqlite3.Connection:
