@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -178,6 +179,8 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    # Delivery explains its trouble (bad credentials, unreachable host) through logging.
+    logging.basicConfig(level=logging.WARNING, format="otel-mixpanel: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
     return args.run(args, out)
 

@@ -59,7 +59,7 @@ class _Troubles:
     """Logs each kind of trouble once while it lasts, and once more when delivery recovers."""
 
     def __init__(self) -> None:
-        self._active: dict[str, float] = {}
+        self._active: set[str] = set()
         self._overflow_dropped = 0
         self._overflow_logged = 0.0
         self._lock = threading.Lock()
@@ -68,14 +68,14 @@ class _Troubles:
         with self._lock:
             if kind in self._active:
                 return
-            self._active[kind] = time.monotonic()
+            self._active.add(kind)
         logger.log(level, message, *args)
 
     def recovered(self) -> None:
         with self._lock:
             if not self._active:
                 return
-            kinds, self._active = sorted(self._active), {}
+            kinds, self._active = sorted(self._active), set()
         logger.info("Mixpanel delivery recovered (after: %s)", ", ".join(kinds))
 
     def overflow(self, dropped: int, spool: Spool) -> None:
