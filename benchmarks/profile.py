@@ -21,11 +21,37 @@ from benchmarks.ingest import ServerProcess
 from benchmarks.workload import make_spans, make_visits
 
 
-def _top(profile: cProfile.Profile, title: str, limit: int) -> str:
+# (what, file, function): cumulative shares worth naming; a function not called (or renamed) is left out.
+CALLER_STAGES = (
+    ("spans -> request context (attributes, user agent, IP, referrer, campaign, page)", "context.py", "build_context"),
+    ("context -> Mixpanel events", "events.py", "messages"),
+    ("events -> JSON", "exporter.py", "_dumps"),
+    ("sender re-reads each record (json.loads + dumps)", "sender.py", "_records"),
+    ("SQLite spool insert", "spool.py", "put_many"),
+)
+SENDER_STAGES = (
+    ("claim from the spool", "spool.py", "claim"),
+    ("remove delivered records", "spool.py", "remove"),
+    ("HTTP request (gzip, send, wait for the answer)", "transport.py", "post"),
+    ("gzip", "~", "<built-in method zlib.compress>"),
+)
+
+
+def _stages(stats: pstats.Stats, stages: tuple[tuple[str, str, str], ...], total: float) -> list[str]:
+    lines = ["  stage shares (cumulative, of the thread's profiled time):"]
+    for what, filename, name in stages:
+        cumulative = sum(entry[3] for (path, _, function), entry in stats.stats.items()
+                         if function == name and path.endswith(filename))
+        if cumulative:
+            lines.append(f"  {100 * cumulative / total:5.1f}%  {what}")
+    return lines
+
+
+def _top(profile: cProfile.Profile, title: str, limit: int, stages: tuple[tuple[str, str, str], ...]) -> str:
     stats = pstats.Stats(profile, stream=io.StringIO())
     total = stats.total_tt or 1.0
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:limit]
-    lines = [f"{title}: {total:.3f} s profiled", "  own%   cum%  calls  function"]
+    lines = [f"{title}: {total:.3f} s profiled", *_stages(stats, stages, total), "  own%   cum%  calls  function"]
     for (filename, line, name), (_, calls, own, cumulative, _) in rows:
         where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
         lines.append(f"  {100 * own / total:4.1f}  {100 * cumulative / total:5.1f}  {calls:6d}  {name} ({where}:{line})")
@@ -67,8 +93,8 @@ def profile(requests: int, latency_ms: float, limit: int) -> str:
     return "\n\n".join([
         f"{requests} requests, server latency {latency_ms:g} ms (times under cProfile, so slower than the benchmark): "
         f"export() calls {handed_over - start:.3f} s, then waiting for delivery {delivered - handed_over:.3f} s",
-        _top(caller_profile, "Caller's thread (export, then force_flush waiting)", limit),
-        _top(sender_profile, "Sender's thread", limit),
+        _top(caller_profile, "Caller's thread (export, then force_flush waiting)", limit, CALLER_STAGES),
+        _top(sender_profile, "Sender's thread", limit, SENDER_STAGES),
     ])
 
 
