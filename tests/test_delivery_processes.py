@@ -142,3 +142,22 @@ def test_events_sent_by_an_earlier_atexit_hook_are_delivered_by_its_shutdown(tmp
         late = json.loads(child.stdout.readline())
         assert child.wait(timeout=15) == 0
         assert_exactly_once(server, first + late)
+
+
+def test_a_running_sender_takes_over_the_records_of_a_worker_killed_meanwhile(tmp_path):
+    with IngestServer(credentials=(API_SECRET, "")) as server:
+        server.fail_next(*[Fault("hang", seconds=30.0)] * 10)
+        survivor = create_sender(fast_settings(server.url, tmp_path, timeout_ms=5000))
+        try:
+            survivor.flush(timeout_millis=100)  # its thread is running, with nothing to do
+            child = _spawn_sender(server.url, tmp_path, 20, "time.sleep(60)")
+            expected = json.loads(child.stdout.readline())
+            time.sleep(0.3)  # the child holds its batch in a hanging request
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            with server.lock:
+                server.faults.clear()
+            assert survivor.flush(timeout_millis=10_000)
+            assert_exactly_once(server, expected)
+        finally:
+            survivor.shutdown(timeout_millis=500)

@@ -316,6 +316,9 @@ class MixpanelSender:
                 return False
             records = self._spool.claim(self._owner, self._settings.batch_size, self._timeout_s + LEASE_MARGIN_S)
             if not records:
+                # A worker killed meanwhile (SIGKILL, OOM) leaves leases nobody will end: take them now.
+                if self._spool.reclaim_from_dead_owners():
+                    continue
                 return self._spool.held(self._owner) == 0
             if not self._deliver(records):
                 return False
