@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import mixpanel
@@ -239,3 +240,17 @@ def test_shutdown_delivers_on_its_own_thread_when_no_thread_can_start(server, ma
     sender.shutdown(timeout_millis=5000)
     monkeypatch.undo()
     assert_exactly_once(server, insert_ids(items))
+
+
+def test_official_sdk_import_data_goes_to_import_with_the_configured_credentials(server, make_sender):
+    sender = make_sender()
+    mp = mixpanel.Mixpanel(TOKEN, consumer=sender)
+    mp.import_data("ignored-key", "user-8", "Old Purchase", time.time() - 30 * 86400, {"amount": 3},
+                   api_secret="ignored-secret")
+    assert sender.flush(timeout_millis=5000)
+    [received] = server.events()
+    assert received["event"] == "Old Purchase"
+    assert server.requests[-1].path == "/import"
+    for suffix in ("", "-wal"):
+        path = Path(sender.spool.path + suffix)
+        assert not path.exists() or b"ignored-secret" not in path.read_bytes()
