@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import logging
 import pstats
 import time
 
@@ -104,7 +103,6 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--limit", type=int, default=25)
     args = parser.parse_args()
-    logging.getLogger("otel_mixpanel").setLevel(logging.CRITICAL)
     print(profile(args.requests, args.latency_ms, args.limit))
 
 

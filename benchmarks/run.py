@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
 import platform
 import statistics
@@ -94,10 +93,6 @@ class Delivery:
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
-
-    @property
-    def bytes_per_event(self) -> float:
-        return self.body_bytes / self.events if self.events else float("nan")
 
 
 def deliver_with_exporter(server: ServerProcess, spans: Sequence[ReadableSpan], requests: int) -> Delivery:
@@ -264,26 +259,22 @@ def request_path(sizes: Sizes, log: Callable[[str], None]) -> dict[str, tuple[fl
             for variant, rounds in results.items()}
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
     helper = "seeds' helper"
     rows = []
     log("throughput, instant server")
     ours, theirs = throughput(sizes, 0.0, 0.0, log)
-    rows.append(Row("Throughput, instant server", _median([d.per_second for d in ours]),
-                    _median([d.per_second for d in theirs]), "req/s", helper, "higher", 5))
+    rows.append(Row("Throughput, instant server", statistics.median([d.per_second for d in ours]),
+                    statistics.median([d.per_second for d in theirs]), "req/s", helper, "higher", 5))
     log(f"throughput, {REALISTIC_LATENCY_MS:g} ms server")
     ours_slow, theirs_slow = throughput(sizes, REALISTIC_LATENCY_MS, 0.0, log)
     rows.append(Row(f"Throughput, server answering in {REALISTIC_LATENCY_MS:g} ms",
-                    _median([d.per_second for d in ours_slow]), _median([d.per_second for d in theirs_slow]),
+                    statistics.median([d.per_second for d in ours_slow]), statistics.median([d.per_second for d in theirs_slow]),
                     "req/s", helper, "higher", 20))
     log("throughput, half the user agents never seen before")
     ours_new, theirs_new = throughput(sizes, 0.0, 0.5, log)
     rows.append(Row("Throughput, half the user agents new, instant server",
-                    _median([d.per_second for d in ours_new]), _median([d.per_second for d in theirs_new]),
+                    statistics.median([d.per_second for d in ours_new]), statistics.median([d.per_second for d in theirs_new]),
                     "req/s", helper, "higher"))
     everything_ours, everything_theirs = ours + ours_slow, theirs + theirs_slow
     rows.append(Row("Request body bytes per event",
@@ -349,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
-    # The outage makes the sender warn, as it should; that is not benchmark output.
-    logging.getLogger("otel_mixpanel").setLevel(logging.CRITICAL)
 
     def log(message: str) -> None:
         if not args.quiet:
