@@ -166,16 +166,20 @@ def test_flask_example_with_zero_code_instrumentation():
             check_journey(ingest, device)
 
 
-def test_gunicorn_example_with_preload_and_several_workers():
+def test_gunicorn_example_with_preload_and_several_workers(tmp_path):
     gunicorn = shutil.which("gunicorn", path=str(BIN))
     assert gunicorn, "gunicorn is not installed next to the test interpreter"
     with IngestServer() as ingest:
         command = [gunicorn, "-c", str(EXAMPLES / "gunicorn.conf.py"), "--chdir", str(EXAMPLES),
                    "--bind", "127.0.0.1:0", "flask_app:app"]
         output: list[str] = []
-        with running(command, example_env(ingest), r"Listening at: (http://\S+)", output) as base:
+        # The workers share one on-disk spool, as they would in production.
+        env = example_env(ingest, OTEL_EXPORTER_MIXPANEL_SPOOL="sqlite", OTEL_EXPORTER_MIXPANEL_SPOOL_DIR=str(tmp_path))
+        with running(command, env, r"Listening at: (http://\S+)", output) as base:
             device = visit(base)
             check_journey(ingest, device)
+        sent = ingest.accepted_insert_ids()
+    assert len(sent) == len(set(sent)), "an event was sent twice"
     assert sum("Booting worker" in line for line in output) >= 2, "".join(output)
 
 
