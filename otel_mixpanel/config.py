@@ -235,6 +235,15 @@ def env_name(setting: Setting) -> str:
     return ENV_PREFIX + setting.env
 
 
+def _argument(setting: Setting, value: Any) -> Any:
+    """A constructor argument, checked by the same rules as its environment variable."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        value = ",".join(str(item) for item in value)
+    if isinstance(value, (str, int, float)):
+        return setting.parse(f"argument {setting.name}", str(value))
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     token: str | None = None
@@ -280,12 +289,7 @@ class Settings:
         for setting in SETTINGS:
             variable = env_name(setting)
             if setting.name in overrides:
-                value = overrides[setting.name]
-                if isinstance(value, str):
-                    value = setting.parse(f"argument {setting.name}", value)
-                elif isinstance(value, (list, set)):
-                    value = tuple(value)
-                values[setting.name] = value
+                values[setting.name] = _argument(setting, overrides[setting.name])
             elif environ.get(variable, "").strip():
                 values[setting.name] = setting.parse(variable, environ[variable])
         if values.get("spool_dir") is None:

@@ -167,3 +167,12 @@ def test_time_is_integer_milliseconds_and_insert_ids_fit_mixpanel(ingest, pipeli
     for event in events:
         assert isinstance(event["properties"]["time"], int) and event["properties"]["time"] > 1_600_000_000_000
         assert re.fullmatch(r"[A-Za-z0-9-]{1,36}", event["properties"]["$insert_id"])
+
+
+def test_arguments_are_checked_like_environment_variables():
+    settings = Settings.load({"token": "t", "trusted_proxies": 2, "track_bots": True, "page_view_exclude": ["/a", "/b"],
+                              "timeout_ms": 2500})
+    assert settings.trusted_proxies.hops == 2 and settings.track_bots is True
+    assert settings.page_view_exclude == ("/a", "/b") and settings.timeout_ms == 2500
+    with pytest.raises(ConfigError, match="argument batch_size='0'"):
+        Settings.load({"token": "t", "batch_size": 0})
