@@ -32,8 +32,9 @@ RECOVERY_LIMIT_S = 120.0
 @dataclass
 class Outage:
     events: int
-    # tracemalloc, bytes: over the second half of the outage (zero when flat), highest
-    # during it over before it, and after recovery over before it.
+    # tracemalloc, bytes: the highest heap of the outage's second half over the highest of
+    # its first half (zero when flat), the highest during it over before it, and after
+    # recovery over before it.
     heap_growth: int
     heap_peak: int
     heap_after: int
@@ -72,7 +73,10 @@ def _outage(server: ServerProcess, feed: Callable[[int], None], batches: int, re
     gc.collect()
     after = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return Outage(events(), samples[-1] - samples[len(samples) // 2], peak, after, rss_growth, recovery)
+    # Peaks, not end points: the batch the sender holds while retrying comes and goes.
+    half = max(1, len(samples) // 2)
+    growth = max(samples[half:] or samples[-1:]) - max(samples[:half])
+    return Outage(events(), growth, peak, after, rss_growth, recovery)
 
 
 def with_exporter(requests: int) -> Outage:
