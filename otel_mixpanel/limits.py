@@ -20,6 +20,9 @@ MAX_DEPTH = 3
 
 def truncate_utf8(text: str, limit: int = MAX_STRING_BYTES) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character; lone surrogates become "?"."""
+    if text.isascii():
+        # One byte per character: the common case needs no encoding.
+        return text if len(text) <= limit else text[:limit]
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:

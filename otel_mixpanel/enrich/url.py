@@ -17,6 +17,12 @@ def query_pairs(query: str | None) -> list[tuple[str, str]]:
 
 def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
     """The query with every sensitive parameter's value replaced, order and the rest kept."""
+    if not query:
+        return ""
+    lowered = query.lower()
+    if not any(name in lowered for name in sensitive):
+        # No sensitive name anywhere in the text: nothing to redact, and no parsing to pay for.
+        return query
     pairs = query_pairs(query)
     if not any(name.lower() in sensitive for name, _ in pairs):
         return query or ""
