@@ -18,7 +18,7 @@ from otel_mixpanel.config import Settings
 from otel_mixpanel.enrich.campaign import campaign_properties
 from otel_mixpanel.enrich.client_ip import anonymise, client_ip
 from otel_mixpanel.enrich.referrer import referrer_properties
-from otel_mixpanel.enrich.url import page_properties, query_pairs, redact_url
+from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import safe_properties
 from otel_mixpanel.spans import HttpFacts, identity_text, read_http, read_identity
@@ -40,25 +40,25 @@ class RequestContext:
     page: dict[str, Any] = field(default_factory=dict)
 
 
-def _root_first(trace: LocalTrace) -> list[ReadableSpan]:
-    if trace.root is None:
-        return trace.spans
-    return [trace.root] + [span for span in trace.spans if span is not trace.root]
+def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, dict[str, Any]]]:
+    """The trace's spans, its root first, each with its attributes as a plain dict: the SDK's
+    read-only attribute view costs several times more per lookup."""
+    spans = trace.spans if trace.root is None else [trace.root] + [s for s in trace.spans if s is not trace.root]
+    return [(span, dict(span.attributes or {})) for span in spans]
 
 
-def _server_request(trace: LocalTrace) -> tuple[ReadableSpan | None, HttpFacts | None]:
-    for span in _root_first(trace):
-        # A plain dict: the SDK's read-only attribute view costs several times more per lookup.
-        facts = read_http(span.name, span.kind, dict(span.attributes or {}))
+def _server_request(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[ReadableSpan | None, HttpFacts | None]:
+    for span, attributes in spans:
+        facts = read_http(span.name, span.kind, attributes)
         if facts is not None:
             return span, facts
     return None, None
 
 
-def _identity(trace: LocalTrace) -> tuple[str | None, str | None, float | None, float | None]:
+def _identity(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[str | None, str | None, float | None, float | None]:
     device = user = latitude = longitude = None
-    for span in _root_first(trace):
-        facts = read_identity(span.attributes or {})
+    for span, attributes in spans:
+        facts = read_identity(attributes)
         device = device or facts.device_id
         user = user or facts.user_id
         if latitude is None and facts.latitude is not None and facts.longitude is not None:
@@ -71,11 +71,12 @@ def _identity(trace: LocalTrace) -> tuple[str | None, str | None, float | None, 
 
 
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
-    device_id, user_id, latitude, longitude = _identity(trace)
+    spans = _root_first(trace)
+    device_id, user_id, latitude, longitude = _identity(spans)
     location: dict[str, Any] = {}
     if latitude is not None:
         location = {"$latitude": latitude, "$longitude": longitude}
-    server_span, http = _server_request(trace)
+    server_span, http = _server_request(spans)
     if http is None:
         return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, dict(location))
 
@@ -90,7 +91,7 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     if ip:
         properties["ip"] = ip
     if http.referer:
-        properties.update(referrer_properties(http.referer, redact_url(http.referer, sensitive)))
+        properties.update(referrer_properties(http.referer, sensitive))
     properties.update(campaign_properties(query_pairs(http.query)))
     page = page_properties(http.scheme, http.host, http.path, http.query, sensitive)
     if "$current_url" in page:

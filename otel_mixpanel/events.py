@@ -38,9 +38,13 @@ class Message:
 
 
 def insert_id(trace_id: int, span_id: int, slot: str) -> str:
-    """A stable 32-character ``$insert_id`` for one event of one span."""
+    """A stable 16-character ``$insert_id`` for one event of one span.
+
+    Mixpanel deduplicates on event name, time, distinct_id and ``$insert_id`` together, so
+    64 bits are ample, and every byte saved is saved on every event sent.
+    """
     key = f"{trace_id:032x}{span_id:016x}{slot}".encode()
-    return hashlib.blake2b(key, digest_size=16).hexdigest()
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
 def _millis(nanoseconds: int | None) -> int:

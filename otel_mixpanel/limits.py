@@ -35,6 +35,9 @@ def truncate_utf8(text: str, limit: int = MAX_STRING_BYTES) -> str:
 
 def json_safe(value: Any, depth: int = 0) -> Any:
     """A JSON-encodable version of any attribute value, within Mixpanel's size limits."""
+    if type(value) is str:
+        # Most values are short ASCII text, which is already safe: answer that case first.
+        return value if len(value) <= MAX_STRING_BYTES and value.isascii() else truncate_utf8(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -81,7 +84,8 @@ def safe_properties(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     """Span-event attributes as Mixpanel properties."""
     if not attributes:
         return {}
-    return {truncate_utf8(str(key)): json_safe(value) for key, value in attributes.items()}
+    return {json_safe(key) if type(key) is str else truncate_utf8(str(key)): json_safe(value)
+            for key, value in attributes.items()}
 
 
 def limit_property_count(properties: dict[str, Any], keep: frozenset[str]) -> tuple[dict[str, Any], int]:

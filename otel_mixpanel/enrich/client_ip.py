@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 from otel_mixpanel.config import TrustedProxies
 
@@ -46,9 +47,13 @@ def _forwarded_hops(values: tuple[str, ...]) -> list[str]:
     return hops
 
 
+@lru_cache(maxsize=4096)
 def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple[str, ...],
               trusted: TrustedProxies) -> str | None:
-    """The client's address as text, or None when nothing usable was recorded."""
+    """The client's address as text, or None when nothing usable was recorded.
+
+    Cached: a visitor sends many requests through the same proxies, and parsing addresses is not free.
+    """
     peer_address = parse_address(peer)
     if not trusted.enabled:
         return str(peer_address) if peer_address else None

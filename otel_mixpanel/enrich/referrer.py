@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
+
+from otel_mixpanel.enrich.url import redact_url
 
 # The search engines Mixpanel's web SDK recognises, matched on the referrer's host.
 _SEARCH_ENGINES = (
@@ -23,9 +26,14 @@ def referring_domain(referrer: str) -> str | None:
     return host or None
 
 
-def referrer_properties(referrer: str | None, redacted_referrer: str | None) -> dict[str, Any]:
-    """Properties for a request's referrer; ``redacted_referrer`` is the URL as it may be sent."""
-    if not referrer or not redacted_referrer:
+@lru_cache(maxsize=4096)
+def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
+    """Properties for a request's referrer, its URL redacted; cached, as most visits come from a few pages.
+
+    Callers must not change the returned dict.
+    """
+    redacted_referrer = redact_url(referrer, sensitive)
+    if not redacted_referrer:
         return {}
     properties: dict[str, Any] = {"$referrer": redacted_referrer}
     domain = referring_domain(referrer)
