@@ -97,3 +97,73 @@ def test_a_claim_holds_one_endpoint_only():
     spool.put_many([("events", "{}"), ("people", "{}"), ("events", "{}")])
     assert [r.endpoint for r in spool.claim("a", 10, 60)] == ["events", "events"]
     assert [r.endpoint for r in spool.claim("a", 10, 60)] == ["people"]
+
+
+def _traced_statements(spool: Spool) -> list[str]:
+    statements: list[str] = []
+
+    def trace(sql: str) -> None:
+        # SQLite traces a statement again for each trigger run it causes (the totals per deleted row).
+        if not statements or statements[-1] != sql:
+            statements.append(sql)
+
+    spool._db().set_trace_callback(trace)
+    return statements
+
+
+@pytest.mark.parametrize("rows", [3, 1500])
+def test_claim_renew_release_and_remove_cost_the_same_statements_for_any_batch_size(rows):
+    # executemany would run one statement per row, each a GIL hand-over; sets of ids are one statement.
+    spool = Spool(None, max_events=10_000, max_bytes=10**8)
+    spool.put_many([("events", json.dumps({"n": i})) for i in range(rows)])
+    statements = _traced_statements(spool)
+    claimed = spool.claim("a", 2000, lease_s=60)
+    spool.renew((r.id for r in claimed), "a", 60)
+    spool.release(r.id for r in claimed)
+    spool.remove(r.id for r in claimed)
+    assert len(claimed) == rows
+    assert len(statements) == 8  # BEGIN, SELECT endpoint, SELECT records, UPDATE, COMMIT, renew, release, remove
+    assert spool.pending() == (0, 0)
+
+
+def test_claim_returns_every_body_intact_and_in_order():
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    bodies = [json.dumps({"n": 0}), "{}", json.dumps({"s": "a,b;c\u001e\u0000"}),
+              json.dumps({"é": "日本語 ☃ 😀"}, ensure_ascii=False), json.dumps({"long": "x" * 70_000}), "{}"]
+    spool.put_many([("events", body) for body in bodies] + [("people", "{}")])
+    claimed = spool.claim("a", 100, lease_s=60)
+    assert [r.body for r in claimed] == bodies
+    assert [r.endpoint for r in claimed] == ["events"] * len(bodies)
+    assert [r.id for r in claimed] == sorted(r.id for r in claimed)
+    assert spool.claimable() == 1 and spool.held("a") == len(bodies)
+
+
+def test_renew_release_and_remove_touch_only_the_given_rows():
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    spool.put_many([("events", json.dumps({"n": i})) for i in range(6)])
+    claimed = spool.claim("a", 6, lease_s=60)
+    spool.release(r.id for r in claimed[:2])
+    assert spool.claimable() == 2 and spool.held("a") == 4
+    spool.renew([claimed[2].id], "b", 60)
+    assert spool.held("a") == 3 and spool.held("b") == 1
+    spool.remove(r.id for r in claimed[3:])
+    assert spool.pending()[0] == 3 and spool.held("a") == 0
+    spool.remove([])
+    assert spool.pending()[0] == 3
+
+
+def test_leases_of_several_dead_owners_are_freed_in_one_go(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead_pids = [subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                text=True, check=True).stdout.strip() for _ in range(2)]
+    host = socket.gethostname()
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    spool.put_many([("events", "{}")] * 6)
+    for pid in dead_pids:
+        spool.claim(f"{host}:{pid}:00", 2, lease_s=60)
+    spool.claim(f"{host}:{__import__('os').getpid()}:00", 2, lease_s=60)
+    assert spool.reclaim_from_dead_owners() == 4
+    assert spool.claimable() == 4

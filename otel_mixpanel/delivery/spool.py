@@ -11,6 +11,7 @@ for good). The in-memory mode is the same code over a private ``:memory:`` datab
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -43,6 +44,15 @@ CREATE TRIGGER IF NOT EXISTS records_removed AFTER DELETE ON records BEGIN
     UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE one = 1;
 END;
 """
+
+# Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
+# makes any number of rows one statement.
+_IDS = "(SELECT value FROM json_each(?))"
+
+
+def _json_ids(ids: Iterable[int]) -> str:
+    return json.dumps(list(ids))
+
 
 # SQLite connections must never be used, nor closed, in a forked child (the parent still
 # uses the file); the child's abandoned connections are parked here so they are never
@@ -212,20 +222,31 @@ class Spool:
                 if first is None:
                     db.execute("COMMIT")
                     return []
-                rows = db.execute(
-                    "SELECT id, endpoint, body FROM records WHERE lease_until < ? AND endpoint = ? "
-                    "ORDER BY id LIMIT ?",
-                    (now, first[0], limit),
-                ).fetchall()
-                db.executemany(
-                    "UPDATE records SET lease_owner = ?, lease_until = ? WHERE id = ?",
-                    [(owner, now + lease_s, row[0]) for row in rows],
+                endpoint = first[0]
+                # One aggregate row, not a row per record: every row step of a cursor releases
+                # and re-takes the GIL, which the exporting thread keeps busy. The three
+                # aggregates see the same rows in the same order, so they stay aligned. Bodies
+                # are cut by length(), which stops at a NUL: they are JSON as json.dumps writes
+                # it, which escapes every control character.
+                ids, lengths, bodies = db.execute(
+                    "SELECT group_concat(id), group_concat(length(body)), group_concat(body, '') "
+                    "FROM (SELECT id, body FROM records WHERE lease_until < ? AND endpoint = ? ORDER BY id LIMIT ?)",
+                    (now, endpoint, limit),
+                ).fetchone()
+                db.execute(
+                    f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE id IN {_IDS}",
+                    (owner, now + lease_s, f"[{ids}]"),
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return [Record(*row) for row in rows]
+        records, start = [], 0
+        for row_id, length in zip(ids.split(","), lengths.split(",")):
+            end = start + int(length)
+            records.append(Record(int(row_id), endpoint, bodies[start:end]))
+            start = end
+        return records
 
     def reclaim_from_dead_owners(self) -> int:
         """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
@@ -238,22 +259,23 @@ class Spool:
             dead = [owner for owner in owners if _owner_is_dead(owner)]
             if not dead:
                 return 0
-            cursor = db.executemany(
-                "UPDATE records SET lease_until = 0 WHERE lease_owner = ?", [(owner,) for owner in dead]
-            )
-            return cursor.rowcount
+            return db.execute(
+                "UPDATE records SET lease_until = 0 WHERE lease_owner IN (SELECT value FROM json_each(?))",
+                (json.dumps(dead),),
+            ).rowcount
 
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
         until = time.time() + lease_s
         with self._lock:
-            self._db().executemany(
-                "UPDATE records SET lease_owner = ?, lease_until = ? WHERE id = ?", [(owner, until, i) for i in ids]
+            self._db().execute(
+                f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE id IN {_IDS}",
+                (owner, until, _json_ids(ids)),
             )
 
     def release(self, ids: Iterable[int]) -> None:
         """Give records back so any process may claim them at once (used when stopping)."""
         with self._lock:
-            self._db().executemany("UPDATE records SET lease_until = 0 WHERE id = ?", [(i,) for i in ids])
+            self._db().execute(f"UPDATE records SET lease_until = 0 WHERE id IN {_IDS}", (_json_ids(ids),))
 
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
@@ -268,14 +290,7 @@ class Spool:
 
     def remove(self, ids: Iterable[int]) -> None:
         with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in ids])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            self._db().execute(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
 
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
