@@ -48,10 +48,6 @@ def serve(port: int, latency_ms: float) -> None:
                 records.clear()
 
     class Handler(base):  # type: ignore[valid-type, misc]
-        # http.server writes the answer's headers and body separately; with Nagle on, the body
-        # waits for the client's delayed ACK (40 ms on Linux), a stall real Mixpanel does not have.
-        disable_nagle_algorithm = True
-
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path == "/_stats":
                 fold_and_forget()

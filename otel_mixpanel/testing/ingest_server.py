@@ -4,7 +4,9 @@ It accepts ``/import`` (JSON array or NDJSON, optional gzip, Basic auth, ``stric
 ``/track`` and ``/engage`` (form ``data=`` or JSON), validates records the way strict
 mode does and answers with Mixpanel's bodies. Faults can be queued to answer the next
 requests: an HTTP status with an optional ``Retry-After``, a reset connection, a
-request that is never answered, or a slow answer.
+request that is never answered, or a slow answer. ``max_concurrent`` tells how many
+requests it was handling at once at most, and each ``Request`` when it arrived and was
+answered, to check what a client sends concurrently.
 
 Run it on its own: ``python -m otel_mixpanel.testing.ingest_server --port 8090``;
 ``GET /_received`` then returns what it accepted.
@@ -22,7 +24,7 @@ import struct
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,6 +58,9 @@ class Request:
     body_bytes: int
     records: list[dict[str, Any]]
     answered: int
+    # time.monotonic() when the request was read and when its answer was decided.
+    arrived_at: float = 0.0
+    answered_at: float = field(default_factory=time.monotonic)
 
 
 class IngestServer:
@@ -74,6 +79,8 @@ class IngestServer:
         self.requests: list[Request] = []
         self.accepted: dict[str, list[dict[str, Any]]] = {"/import": [], "/track": [], "/engage": [], "/groups": []}
         self.rejected: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_concurrent = 0
         self._release_hangs = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
@@ -148,6 +155,17 @@ class IngestServer:
             self.requests.append(request)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        arrived_at = time.monotonic()
+        with self.lock:
+            self.in_flight += 1
+            self.max_concurrent = max(self.max_concurrent, self.in_flight)
+        try:
+            self._handle(handler, arrived_at)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _handle(self, handler: BaseHTTPRequestHandler, arrived_at: float) -> None:
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
@@ -167,41 +185,40 @@ class IngestServer:
         query = parse_qs(parts.query)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         if fault is not None:
-            self._record(Request(parts.path, query, headers, len(raw), [], fault.status))
+            self._record(Request(parts.path, query, headers, len(raw), [], fault.status, arrived_at))
             extra = {"Retry-After": _retry_after(fault.retry_after)} if fault.retry_after is not None else {}
             _answer(handler, fault.status, _error_body(fault.status, "injected fault"), extra)
             return
-        status, body = self._ingest(parts.path, query, headers, raw)
+        status, body = self._ingest(parts.path, query, headers, raw, arrived_at)
         _answer(handler, status, body)
 
-    def _ingest(self, path: str, query: dict[str, list[str]], headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+    def _ingest(self, path: str, query: dict[str, list[str]], headers: dict[str, str], raw: bytes,
+                arrived_at: float) -> tuple[int, Any]:
         if path not in self.accepted:
-            self._record(Request(path, query, headers, len(raw), [], 404))
+            self._record(Request(path, query, headers, len(raw), [], 404, arrived_at))
             return 404, _error_body(404, "not found")
         if len(raw) > self.max_request_bytes:
-            self._record(Request(path, query, headers, len(raw), [], 413))
+            self._record(Request(path, query, headers, len(raw), [], 413, arrived_at))
             return 413, _error_body(413, "request body too large")
         try:
             body = gzip.decompress(raw) if headers.get("content-encoding") == "gzip" else raw
             if len(body) > self.max_request_bytes:
-                self._record(Request(path, query, headers, len(raw), [], 413))
+                self._record(Request(path, query, headers, len(raw), [], 413, arrived_at))
                 return 413, _error_body(413, "request body too large")
-            records = _parse_records(body, headers.get("content-type", ""))
+            records, form = _parse_records(body, headers.get("content-type", ""))
         except (ValueError, OSError, EOFError) as error:
-            self._record(Request(path, query, headers, len(raw), [], 400))
+            self._record(Request(path, query, headers, len(raw), [], 400, arrived_at))
             return 400, _error_body(400, f"unable to parse request: {error}")
         if len(records) > self.max_records:
-            self._record(Request(path, query, headers, len(raw), records, 400))
+            self._record(Request(path, query, headers, len(raw), records, 400, arrived_at))
             return 400, _error_body(400, f"too many records: {len(records)} > {self.max_records}")
         if path == "/import" and not self._authorised(headers):
-            self._record(Request(path, query, headers, len(raw), records, 401))
+            self._record(Request(path, query, headers, len(raw), records, 401, arrived_at))
             return 401, _error_body(401, "Invalid credentials")
-        if path == "/engage":
-            return self._accept_simple(path, query, headers, raw, records, _profile_problem)
-        if path == "/track":
-            return self._accept_simple(path, query, headers, raw, records, _track_problem)
-        if path == "/groups":
-            return self._accept_simple(path, query, headers, raw, records, _group_problem)
+        if path in _SIMPLE_PROBLEMS:
+            # The official SDK's Consumer sends verbose=1 in the form body, the exporter in the URL.
+            verbose = "1" in query.get("verbose", []) + form.get("verbose", [])
+            return self._accept_simple(path, query, headers, raw, arrived_at, records, verbose)
         failed, good = [], []
         for index, record in enumerate(records):
             problem = _import_problem(record)
@@ -212,7 +229,9 @@ class IngestServer:
                 good.append(record)
         strict = query.get("strict", ["0"])[0] == "1"
         with self.lock:
-            self.requests.append(Request(path, query, headers, len(raw), records, 400 if failed and strict else 200))
+            self.requests.append(
+                Request(path, query, headers, len(raw), records, 400 if failed and strict else 200, arrived_at)
+            )
             self.accepted[path].extend(good)
             self.rejected.extend(records[f["index"]] for f in failed)
         if failed and strict:
@@ -220,14 +239,14 @@ class IngestServer:
                          "failed_records": failed, "num_records_imported": len(good), "status": "Bad Request"}
         return 200, {"code": 200, "num_records_imported": len(good), "status": "OK"}
 
-    def _accept_simple(self, path, query, headers, raw, records, problem_of) -> tuple[int, Any]:
-        problems = [p for p in map(problem_of, records) if p]
+    def _accept_simple(self, path, query, headers, raw, arrived_at, records, verbose) -> tuple[int, Any]:
+        problems = [p for p in map(_SIMPLE_PROBLEMS[path], records) if p]
         status = 400 if problems else 200
         with self.lock:
-            self.requests.append(Request(path, query, headers, len(raw), records, status))
+            self.requests.append(Request(path, query, headers, len(raw), records, status, arrived_at))
             if not problems:
                 self.accepted[path].extend(records)
-        if query.get("verbose", ["0"])[0] == "1":
+        if verbose:
             return status, ({"status": 1, "error": None} if not problems else {"status": 0, "error": problems[0]})
         return status, 1 if not problems else 0
 
@@ -238,11 +257,13 @@ class IngestServer:
         return headers.get("authorization") == f"Basic {expected}"
 
 
-def _parse_records(body: bytes, content_type: str) -> list[dict[str, Any]]:
+def _parse_records(body: bytes, content_type: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """The records, and the form's fields when the body is a form."""
     text = body.decode("utf-8")
+    form: dict[str, list[str]] = {}
     if content_type.startswith("application/x-www-form-urlencoded"):
-        data = parse_qs(text).get("data", ["[]"])[0]
-        parsed = json.loads(data)
+        form = parse_qs(text)
+        parsed = json.loads(form.get("data", ["[]"])[0])
     elif content_type.startswith("application/x-ndjson"):
         parsed = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
@@ -250,7 +271,7 @@ def _parse_records(body: bytes, content_type: str) -> list[dict[str, Any]]:
     records = parsed if isinstance(parsed, list) else [parsed]
     if not all(isinstance(r, dict) for r in records):
         raise ValueError("every record must be a JSON object")
-    return records
+    return records, form
 
 
 def _import_problem(record: dict[str, Any]) -> tuple[str, str] | None:
@@ -306,6 +327,9 @@ def _group_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
+_SIMPLE_PROBLEMS = {"/engage": _profile_problem, "/track": _track_problem, "/groups": _group_problem}
+
+
 def _error_body(status: int, message: str) -> dict[str, Any]:
     reasons = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                413: "Request Entity Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
@@ -342,6 +366,9 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
 def _handler_for(server: IngestServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # http.server writes an answer's headers and body separately; with Nagle's algorithm on,
+        # the body waits for the client's delayed ACK (40 ms on Linux), a stall Mixpanel does not have.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             server.handle(self)
