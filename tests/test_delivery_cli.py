@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from otel_mixpanel import cli
-from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.delivery.spool import open_spool
 from otel_mixpanel.testing.ingest_server import IngestServer
 
 from delivery_helpers import API_SECRET, TOKEN, assert_exactly_once, fast_settings, insert_ids, messages
@@ -38,10 +38,11 @@ def run(*argv: str) -> tuple[int, str]:
 
 def spool_some(url: str, tmp_path, count: int) -> list[str]:
     """Leaves ``count`` events in the spool, as a process that could not reach Mixpanel would."""
-    sender = create_sender(fast_settings(url, tmp_path))
+    # Written to the spool directly: a sender's thread could claim and send them before a shutdown.
+    spool = open_spool(fast_settings(url, tmp_path))
     items = messages(count) + [("people", json.dumps({"$token": TOKEN, "$distinct_id": "u1", "$set": {}}))]
-    sender.send_many(items)
-    sender.shutdown(timeout_millis=0)
+    spool.put_many(items)
+    spool.close()
     return insert_ids(items[:count])
 
 

@@ -1,8 +1,8 @@
 """The sender: spools records on the caller's thread, delivers them from its own.
 
 Application threads only ever write to the spool (local SQLite); every network call
-happens on one daemon thread per process, started lazily so that a process forked
-after the sender was built starts its own.
+happens on a few daemon delivery threads per process, started lazily so that a process
+forked after the sender was built starts its own.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ EXIT_FLUSH_MS = 2_000
 LEASE_MARGIN_S = 30.0
 # The spool-full warning is repeated at most this often, with the number dropped since.
 OVERFLOW_WARNING_INTERVAL_S = 60.0
+# Delivery threads per process, so several requests travel at once: with a 30 ms round trip a
+# single thread spends most of its time waiting. Mixpanel documents 10-20 concurrent senders as
+# fine, but every process of a pre-forking server (gunicorn, uWSGI) has its own set: four keeps
+# a host with a handful of workers inside that, and already hides the round trip (a batch takes
+# longer to convert and spool than to send).
+CONCURRENT_REQUESTS = 4
 _EVENT_ENDPOINTS = ("events", "imports")
 
 
@@ -60,6 +66,7 @@ class _Troubles:
 
     def __init__(self) -> None:
         self._active: set[str] = set()
+        self._retrying: set[str] = set()
         self._overflow_dropped = 0
         self._overflow_logged = 0.0
         self._lock = threading.Lock()
@@ -71,9 +78,15 @@ class _Troubles:
             self._active.add(kind)
         logger.log(level, message, *args)
 
-    def recovered(self) -> None:
+    def retrying(self, owner: str) -> None:
         with self._lock:
-            if not self._active:
+            self._retrying.add(owner)
+
+    def recovered(self, owner: str) -> None:
+        with self._lock:
+            self._retrying.discard(owner)
+            # While another thread still retries, its next failure would log the trouble again as new.
+            if not self._active or self._retrying:
                 return
             kinds, self._active = sorted(self._active), set()
         logger.info("Mixpanel delivery recovered (after: %s)", ", ".join(kinds))
@@ -90,6 +103,23 @@ class _Troubles:
             "raise %sSPOOL_MAX_EVENTS / %sSPOOL_MAX_BYTES or check why delivery is failing",
             spool.path or ":memory:", spool.max_events, spool.max_bytes, count, ENV_PREFIX, ENV_PREFIX,
         )
+
+
+class _Worker:
+    """What one delivery thread has to itself: its lease owner id (so threads claim disjoint
+    batches, as separate processes do) and its HTTP session."""
+
+    def __init__(self, index: int, settings: Settings) -> None:
+        self.name = "otel-mixpanel-delivery" + (f"-{index + 1}" if index else "")
+        # Only the first thread wakes on the schedule; the others are woken when there is more
+        # than one batch to send, so a trickle of events does not become many tiny requests.
+        self.scheduled = index == 0
+        self.owner = make_owner()
+        self.transport = Transport(settings)
+        self.wake = threading.Event()
+        self.idle = False
+        self.flushed = 0  # the last flush ticket this thread has completed
+        self.thread: threading.Thread | None = None
 
 
 class MixpanelSender:
@@ -110,23 +140,24 @@ class MixpanelSender:
     def _start_process_state(self) -> None:
         """Everything that belongs to one process: rebuilt, never reused, in a forked child."""
         self._pid = os.getpid()
-        self._owner = make_owner()
         self._state_lock = threading.Lock()
         self._counters = dict.fromkeys(metrics.COUNTER_NAMES, 0)
         self._since_wake = 0
-        self._wake = threading.Event()
         self._interrupt = threading.Event()
         self._flush_cond = threading.Condition()
         self._flush_requested = 0
-        self._flush_done = 0
         self._stopping = False
         self._deadline: float | None = None
-        self._thread: threading.Thread | None = None
-        self._transport = Transport(self._settings)
+        self._workers = [_Worker(index, self._settings) for index in range(CONCURRENT_REQUESTS)]
+        self._running: list[_Worker] = []
+        # Per route URL, the monotonic time before which no thread may send: a 429 or 5xx
+        # answered to one thread holds all of them back, as Mixpanel's backoff advice intends.
+        self._not_before: dict[str, float] = {}
         self._troubles = _Troubles()
 
     def _after_fork(self) -> None:
-        self._transport.abandon()
+        for worker in self._workers:
+            worker.transport.abandon()
         self._spool.after_fork()
         self._start_process_state()
 
@@ -165,10 +196,25 @@ class MixpanelSender:
         """
         self.send_many([(endpoint, json_message)])
 
-    def send_many(self, messages: Iterable[tuple[str, str]]) -> None:
-        """Spool several messages in one transaction; this is what the exporter's ``export()`` calls."""
+    def send_many(self, messages: Iterable[tuple[str, str]], *, prevalidated: bool = False) -> None:
+        """Spool several ``(endpoint, json_message)`` pairs in one transaction; never touches the network.
+
+        By default each message is parsed and written again: an array becomes one record per
+        object, anything but JSON objects raises ``ValueError``, and an event without
+        ``$insert_id`` gets a random one (so a retried request cannot count it twice).
+
+        ``prevalidated=True`` skips that for a caller whose every message is already exactly
+        one JSON object as ``json.dumps`` writes it (no array, no raw control characters), with
+        a ``$insert_id`` in an event's ``properties``: the messages are spooled as they are.
+        The exporter's ``export()`` calls it so. Only the endpoint names are still checked.
+        """
         self._check_fork()
-        records = [record for endpoint, message in messages for record in _records(endpoint, message)]
+        if prevalidated:
+            records = list(messages)
+            for endpoint in {endpoint for endpoint, _ in records}:
+                _check_endpoint(endpoint)
+        else:
+            records = [record for endpoint, message in messages for record in _records(endpoint, message)]
         if not records:
             return
         try:
@@ -192,9 +238,9 @@ class MixpanelSender:
             full = self._since_wake >= self._settings.batch_size
             if full:
                 self._since_wake = 0
-        self._ensure_thread()
+        self._ensure_threads()
         if full or self._delay_s == 0:
-            self._wake.set()
+            self._wake_idle()
 
     def _put(self, records: list[tuple[str, str]]) -> int:
         try:
@@ -222,12 +268,15 @@ class MixpanelSender:
         with self._flush_cond:
             self._flush_requested += 1
             ticket = self._flush_requested
-        if not self._ensure_thread():
+        if not self._ensure_threads():
             return self._claimable() == 0
-        self._wake.set()
+        self._wake_all()
+        # Every thread, not just one: a thread that finds nothing left to claim may finish while
+        # another still has a batch in flight.
         with self._flush_cond:
             return self._flush_cond.wait_for(
-                lambda: self._flush_done >= ticket, timeout=max(0.0, deadline - time.monotonic())
+                lambda: all(worker.flushed >= ticket for worker in self._running),
+                timeout=max(0.0, deadline - time.monotonic()),
             )
 
     force_flush = flush
@@ -240,16 +289,16 @@ class MixpanelSender:
         self._shut_down = True
         self._deadline = time.monotonic() + timeout_millis / 1000
         self._stopping = True
-        if self._thread is None and self._claimable() and not self._ensure_thread(force=True):
+        if not self._running and self._claimable() and not self._ensure_threads(force=True):
             # At interpreter exit no thread can start (Python 3.12+): deliver here, within the deadline.
-            self._drain()
-            self._stopped()
+            worker = self._workers[0]
+            self._drain(worker)
+            self._stopped(worker)
         self._interrupt.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, self._deadline - time.monotonic()))
-            if thread.is_alive():
+        self._wake_all()
+        for worker in self._running:
+            worker.thread.join(max(0.0, self._deadline - time.monotonic()))
+            if worker.thread.is_alive():
                 return
         self._spool.close()
 
@@ -261,35 +310,53 @@ class MixpanelSender:
             logger.error("Mixpanel spool %r cannot be read (%s)", self._spool.path or ":memory:", error)
             return None
 
-    # The delivery thread.
+    # The delivery threads.
 
-    def _ensure_thread(self, force: bool = False) -> bool:
-        """Start the delivery thread if needed; False when there is none and none can start."""
-        if self._thread is not None:
+    def _ensure_threads(self, force: bool = False) -> bool:
+        """Start the delivery threads if needed; False when there is none and none can start."""
+        if self._running:
             return True
         if self._shut_down and not force:
             return False
         with self._state_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="otel-mixpanel-delivery", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError:
-                    return False
-                self._thread = thread
-        return True
+            if not self._running:
+                for worker in self._workers:
+                    thread = threading.Thread(target=self._run, args=(worker,), name=worker.name, daemon=True)
+                    try:
+                        thread.start()
+                    except RuntimeError:
+                        break
+                    worker.thread = thread
+                    self._running.append(worker)
+        return bool(self._running)
 
-    def _run(self) -> None:
-        try:
-            self._spool.reclaim_from_dead_owners()
-        except (sqlite3.Error, OSError) as error:
-            logger.warning("Mixpanel spool %r: cannot check for abandoned leases (%s)", self._spool.path, error)
+    def _wake_all(self) -> None:
+        for worker in self._workers:
+            worker.wake.set()
+
+    def _wake_idle(self) -> None:
+        """Wake one thread that is waiting for work; when none is, the busy ones claim again anyway."""
+        with self._state_lock:
+            for worker in self._running:
+                if worker.idle:
+                    worker.idle = False
+                    worker.wake.set()
+                    return
+
+    def _run(self, worker: _Worker) -> None:
+        if worker.scheduled:
+            try:
+                self._spool.reclaim_from_dead_owners()
+            except (sqlite3.Error, OSError) as error:
+                logger.warning("Mixpanel spool %r: cannot check for abandoned leases (%s)", self._spool.path, error)
+        else:
+            self._idle(worker)
         while True:
-            self._wake.clear()
+            worker.wake.clear()
             with self._flush_cond:
                 ticket = self._flush_requested
             try:
-                complete = self._drain()
+                complete = self._drain(worker)
             except Exception:
                 logger.exception("Mixpanel delivery failed unexpectedly; the records stay in the spool")
                 complete = False
@@ -297,30 +364,41 @@ class MixpanelSender:
                     self._interrupt.wait(self._settings.retry_max_ms / 1000)
             if complete:
                 with self._flush_cond:
-                    self._flush_done = max(self._flush_done, ticket)
+                    worker.flushed = max(worker.flushed, ticket)
                     self._flush_cond.notify_all()
             if self._stopping:
                 break
-            self._wake.wait(self._delay_s)
-        self._stopped()
+            self._idle(worker)
+        self._stopped(worker)
 
-    def _stopped(self) -> None:
+    def _idle(self, worker: _Worker) -> None:
+        with self._state_lock:
+            worker.idle = True
+        worker.wake.wait(self._delay_s if worker.scheduled else None)
+        with self._state_lock:
+            worker.idle = False
+
+    def _stopped(self, worker: _Worker) -> None:
         # Records set aside after a 401 go back at once, for the next sender with fixed settings.
-        self._spool.release_owner(self._owner)
-        self._transport.close()
+        self._spool.release_owner(worker.owner)
+        worker.transport.close()
 
-    def _drain(self) -> bool:
+    def _drain(self, worker: _Worker) -> bool:
         """Send batches until nothing is claimable (True) or the shutdown deadline ends it (False)."""
+        limit = self._settings.batch_size
         while True:
             if self._remaining() == 0.0:
                 return False
-            records = self._spool.claim(self._owner, self._settings.batch_size, self._timeout_s + LEASE_MARGIN_S)
+            records = self._spool.claim(worker.owner, limit, self._timeout_s + LEASE_MARGIN_S)
             if not records:
                 # A worker killed meanwhile (SIGKILL, OOM) leaves leases nobody will end: take them now.
                 if self._spool.reclaim_from_dead_owners():
                     continue
-                return self._spool.held(self._owner) == 0
-            if not self._deliver(records):
+                return self._spool.held(worker.owner) == 0
+            if len(records) == limit:
+                # More may be waiting: another thread claims the next batch while this one is sent.
+                self._wake_idle()
+            if not self._deliver(worker, records):
                 return False
 
     def _remaining(self) -> float | None:
@@ -328,7 +406,7 @@ class MixpanelSender:
             return None
         return max(0.0, self._deadline - time.monotonic())
 
-    def _deliver(self, records: list[Record]) -> bool:
+    def _deliver(self, worker: _Worker, records: list[Record]) -> bool:
         endpoint = records[0].endpoint
         route = self._routes[endpoint]
         sizes = [len(record.body.encode()) for record in records]
@@ -336,19 +414,28 @@ class MixpanelSender:
         backoff = Backoff(self._settings.retry_initial_ms / 1000, self._settings.retry_max_ms / 1000)
         while queue:
             chunk = queue.popleft()
+            held = [r.id for batch in [chunk, *queue] for r in batch]
+            wait = self._not_before.get(route.url, 0.0) - time.monotonic()
+            if wait > 0:
+                # This thread's failure or another's: the leases must outlive the wait and the request after it.
+                self._spool.renew(held, worker.owner, wait + self._timeout_s + LEASE_MARGIN_S)
+                if not self._pause(wait):
+                    self._spool.release(held)
+                    return False
+                queue.appendleft(chunk)
+                continue
             remaining = self._remaining()
             timeout = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
             if timeout <= 0:
-                self._spool.release(r.id for batch in [chunk, *queue] for r in batch)
+                self._spool.release(held)
                 return False
             if queue:
                 # Later chunks wait for this request: their leases must outlive it.
-                self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner,
-                                  timeout + self._timeout_s + LEASE_MARGIN_S)
-            outcome = self._transport.post(route, [record.body for record in chunk], timeout)
+                self._spool.renew(held, worker.owner, timeout + self._timeout_s + LEASE_MARGIN_S)
+            outcome = worker.transport.post(route, [record.body for record in chunk], timeout)
             verdict = outcome.verdict
             if verdict is Verdict.DELIVERED:
-                self._delivered(route.path, chunk, outcome)
+                self._delivered(worker, route.path, chunk, outcome)
                 backoff.reset()
                 continue
             if verdict in (Verdict.TOO_LARGE, Verdict.REJECTED):
@@ -359,21 +446,22 @@ class MixpanelSender:
                 else:
                     self._reject(route.path, chunk[0], outcome)
                 continue
-            delay = self._trouble(route.path, chunk, queue, outcome, backoff)
+            delay = self._trouble(worker, route.path, chunk, queue, outcome, backoff)
             if verdict is not Verdict.RETRY:
                 # Set aside until the lease ends, so other endpoints (e.g. /engage when only the
                 # /import credentials are wrong) keep flowing meanwhile.
-                self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner, delay)
+                self._spool.renew(held, worker.owner, delay)
                 return True
-            self._spool.renew((r.id for batch in [chunk, *queue] for r in batch), self._owner,
-                              delay + self._timeout_s + LEASE_MARGIN_S)
-            if not self._pause(delay):
-                self._spool.release(r.id for batch in [chunk, *queue] for r in batch)
-                return False
+            self._hold_off(route.url, delay)
             queue.appendleft(chunk)
         return True
 
-    def _delivered(self, path: str, chunk: list[Record], outcome: Outcome) -> None:
+    def _hold_off(self, url: str, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        with self._state_lock:
+            self._not_before[url] = max(until, self._not_before.get(url, 0.0))
+
+    def _delivered(self, worker: _Worker, path: str, chunk: list[Record], outcome: Outcome) -> None:
         self._spool.remove(record.id for record in chunk)
         failed = [f for f in outcome.failed if 0 <= f.index < len(chunk)]
         for item in failed:
@@ -383,7 +471,7 @@ class MixpanelSender:
             )
         self._count("rejected", len(failed))
         self._count("sent", len(chunk) - len(failed))
-        self._troubles.recovered()
+        self._troubles.recovered(worker.owner)
 
     def _reject(self, path: str, record: Record, outcome: Outcome) -> None:
         self._spool.remove([record.id])
@@ -394,10 +482,12 @@ class MixpanelSender:
             path, _event_name(record.body), outcome.status, reason,
         )
 
-    def _trouble(self, path: str, chunk: list[Record], queue: deque, outcome: Outcome, backoff: Backoff) -> float:
+    def _trouble(self, worker: _Worker, path: str, chunk: list[Record], queue: deque, outcome: Outcome,
+                 backoff: Backoff) -> float:
         waiting = len(chunk) + sum(len(batch) for batch in queue)
         if outcome.verdict is Verdict.RETRY:
             self._count("retried", len(chunk))
+            self._troubles.retrying(worker.owner)
             what = f"HTTP {outcome.status}" if outcome.status else "no answer"
             self._troubles.report(
                 f"retry-{outcome.status}", logging.WARNING,
@@ -435,9 +525,13 @@ class MixpanelSender:
         return True
 
 
-def _records(endpoint: str, message: str) -> list[tuple[str, str]]:
+def _check_endpoint(endpoint: str) -> None:
     if endpoint not in CONSUMER_ENDPOINTS:
         raise ValueError(f"unknown Mixpanel endpoint {endpoint!r}; expected one of {', '.join(CONSUMER_ENDPOINTS)}")
+
+
+def _records(endpoint: str, message: str) -> list[tuple[str, str]]:
+    _check_endpoint(endpoint)
     parsed = json.loads(message)
     items = parsed if isinstance(parsed, list) else [parsed]
     out = []
