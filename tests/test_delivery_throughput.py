@@ -59,8 +59,14 @@ def test_each_thread_leases_its_batch_under_its_own_owner(slow_server, tmp_path)
     assert len(leases) == CONCURRENT_REQUESTS and all(count == 5 for _, count in leases)
 
 
+def _lease_owners(spool_path: str) -> set[str]:
+    with sqlite3.connect(spool_path) as db:
+        return {owner for (owner,) in db.execute(
+            "SELECT DISTINCT lease_owner FROM records WHERE lease_until >= ?", (time.time(),))}
+
+
 def test_a_429_with_retry_after_holds_back_every_thread(tmp_path):
-    pause = 0.5
+    pause = 0.6
     with IngestServer(credentials=(API_SECRET, ""), latency=0.05) as server:
         server.fail_next(Fault("status", 429, retry_after=pause))
         sender = create_sender(fast_settings(server.url, tmp_path, batch_size=5, timeout_ms=5000,
@@ -68,11 +74,20 @@ def test_a_429_with_retry_after_holds_back_every_thread(tmp_path):
         try:
             items = messages(5 * 40)
             sender.send_many(items)
+            deadline = time.monotonic() + 5
+            while not any(r.answered == 429 for r in server.requests) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            # The other threads give their batches back instead of holding them through the pause.
+            [refused] = [r for r in server.requests if r.answered == 429]
+            owners = _lease_owners(sender.spool.path)
+            while len(owners) > 1 and time.monotonic() < refused.answered_at + 0.8 * pause:
+                time.sleep(0.01)
+                owners = _lease_owners(sender.spool.path)
+            assert len(owners) == 1
             assert sender.flush(timeout_millis=20_000)
         finally:
             sender.shutdown(timeout_millis=500)
         assert_exactly_once(server, insert_ids(items))
-        [refused] = [r for r in server.requests if r.answered == 429]
         during = [r for r in server.requests if refused.answered_at < r.arrived_at < refused.answered_at + pause - 0.05]
     # Without a shared pause the other threads would send about 30 requests meanwhile. A thread may
     # send one whose claim raced the 429's answer; allow for a loaded machine.

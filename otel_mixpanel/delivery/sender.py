@@ -389,6 +389,9 @@ class MixpanelSender:
         while True:
             if self._remaining() == 0.0:
                 return False
+            if self._paused():
+                # The thread whose request failed retries alone and claims the rest once through.
+                return True
             records = self._spool.claim(worker.owner, limit, self._timeout_s + LEASE_MARGIN_S)
             if not records:
                 # A worker killed meanwhile (SIGKILL, OOM) leaves leases nobody will end: take them now.
@@ -412,12 +415,18 @@ class MixpanelSender:
         sizes = [len(record.body.encode()) for record in records]
         queue = deque(split_by_size(records, sizes, self._settings.max_request_bytes))
         backoff = Backoff(self._settings.retry_initial_ms / 1000, self._settings.retry_max_ms / 1000)
+        failed_here = False
         while queue:
             chunk = queue.popleft()
             held = [r.id for batch in [chunk, *queue] for r in batch]
             wait = self._not_before.get(route.url, 0.0) - time.monotonic()
+            if wait > 0 and not failed_here:
+                # Another thread's request failed. Waiting with this batch would only hold its
+                # records in memory through an outage: that thread sends them once through.
+                self._spool.release(held)
+                return True
             if wait > 0:
-                # This thread's failure or another's: the leases must outlive the wait and the request after it.
+                # The leases must outlive the wait and the request after it.
                 self._spool.renew(held, worker.owner, wait + self._timeout_s + LEASE_MARGIN_S)
                 if not self._pause(wait):
                     self._spool.release(held)
@@ -452,9 +461,15 @@ class MixpanelSender:
                 # /import credentials are wrong) keep flowing meanwhile.
                 self._spool.renew(held, worker.owner, delay)
                 return True
+            failed_here = True
             self._hold_off(route.url, delay)
             queue.appendleft(chunk)
         return True
+
+    def _paused(self) -> bool:
+        now = time.monotonic()
+        with self._state_lock:
+            return any(until > now for until in self._not_before.values())
 
     def _hold_off(self, url: str, seconds: float) -> None:
         until = time.monotonic() + seconds
