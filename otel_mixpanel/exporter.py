@@ -84,7 +84,7 @@ class MixpanelSpanExporter(SpanExporter):
                 continue
             serialised.extend((self._endpoint(m), _dumps(m.body)) for m in messages)
         if serialised:
-            self._sender.send_many(serialised)
+            self._sender.send_many(serialised, prevalidated=True)
         return SpanExportResult.SUCCESS
 
     def _messages(self, trace: LocalTrace) -> list[Message]:
