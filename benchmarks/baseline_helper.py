@@ -39,8 +39,7 @@ class Request:
 
 
 def make_mixpanel(token: str, server_url: str) -> tuple[Mixpanel, BufferedConsumer]:
-    # verbose=1 also travels in the form body, as always; the test server reads it only from the URL.
-    consumer = BufferedConsumer(max_size=50, events_url=server_url + "/track?verbose=1", request_timeout=10)
+    consumer = BufferedConsumer(max_size=50, events_url=server_url + "/track", request_timeout=10)
     return Mixpanel(token, consumer=consumer), consumer
 
 

@@ -46,8 +46,9 @@ def _stages(stats: pstats.Stats, stages: tuple[tuple[str, str, str], ...], total
     return lines
 
 
-def _top(profile: cProfile.Profile, title: str, limit: int, stages: tuple[tuple[str, str, str], ...]) -> str:
-    stats = pstats.Stats(profile, stream=io.StringIO())
+def _top(profiles: list[cProfile.Profile], title: str, limit: int,
+         stages: tuple[tuple[str, str, str], ...]) -> str:
+    stats = pstats.Stats(*profiles, stream=io.StringIO())
     total = stats.total_tt or 1.0
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:limit]
     lines = [f"{title}: {total:.3f} s profiled", *_stages(stats, stages, total), "  own%   cum%  calls  function"]
@@ -67,17 +68,20 @@ def profile(requests: int, latency_ms: float, limit: int) -> str:
 
         spooled = Spooled(server.url)
         sender = spooled.exporter.sender
-        sender_profile = cProfile.Profile()
+        # A profile follows only the thread that enabled it: one per delivery thread, merged after.
+        sender_profiles: list[cProfile.Profile] = []
         run = sender._run
 
-        def profiled_run() -> None:
-            sender_profile.enable()
+        def profiled_run(*args: object) -> None:
+            thread_profile = cProfile.Profile()
+            sender_profiles.append(thread_profile)
+            thread_profile.enable()
             try:
-                run()
+                run(*args)
             finally:
-                sender_profile.disable()
+                thread_profile.disable()
 
-        # The delivery thread starts on the first export and looks its target up then.
+        # The delivery threads start on the first export and look their target up then.
         sender._run = profiled_run
         caller_profile = cProfile.Profile()
         start = time.perf_counter()
@@ -92,8 +96,8 @@ def profile(requests: int, latency_ms: float, limit: int) -> str:
     return "\n\n".join([
         f"{requests} requests, server latency {latency_ms:g} ms (times under cProfile, so slower than the benchmark): "
         f"export() calls {handed_over - start:.3f} s, then waiting for delivery {delivered - handed_over:.3f} s",
-        _top(caller_profile, "Caller's thread (export, then force_flush waiting)", limit, CALLER_STAGES),
-        _top(sender_profile, "Sender's thread", limit, SENDER_STAGES),
+        _top([caller_profile], "Caller's thread (export, then force_flush waiting)", limit, CALLER_STAGES),
+        _top(sender_profiles, f"Sender's {len(sender_profiles)} threads", limit, SENDER_STAGES),
     ])
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 
 from otel_mixpanel.config import TrustedProxies
 
@@ -47,13 +46,9 @@ def _forwarded_hops(values: tuple[str, ...]) -> list[str]:
     return hops
 
 
-@lru_cache(maxsize=4096)
 def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple[str, ...],
               trusted: TrustedProxies) -> str | None:
-    """The client's address as text, or None when nothing usable was recorded.
-
-    Cached: a visitor sends many requests through the same proxies, and parsing addresses is not free.
-    """
+    """The client's address as text, or None when nothing usable was recorded."""
     peer_address = parse_address(peer)
     if not trusted.enabled:
         return str(peer_address) if peer_address else None

@@ -26,7 +26,7 @@ def referring_domain(referrer: str) -> str | None:
     return host or None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
     """Properties for a request's referrer, its URL redacted; cached, as most visits come from a few pages.
 
