@@ -176,3 +176,17 @@ def test_arguments_are_checked_like_environment_variables():
     assert settings.page_view_exclude == ("/a", "/b") and settings.timeout_ms == 2500
     with pytest.raises(ConfigError, match="argument batch_size='0'"):
         Settings.load({"token": "t", "batch_size": 0})
+
+
+def test_the_official_sdk_can_share_the_exporter_sender(ingest, pipeline):
+    import mixpanel
+
+    exporter, tracer = pipeline()
+    mp = mixpanel.Mixpanel("test-token", consumer=exporter.sender)
+    mp.track("user-7", "Plan Upgraded", {"plan": "team"})
+    with tracer.start_as_current_span("job") as span:
+        span.set_attribute("enduser.id", "user-7")
+        otel_mixpanel.track("Invoice Paid")
+    assert exporter.force_flush(5000)
+    assert sorted(e["event"] for e in ingest.events()) == ["Invoice Paid", "Plan Upgraded"]
+    assert {e["properties"]["distinct_id"] for e in ingest.events()} == {"user-7"}
