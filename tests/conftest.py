@@ -17,6 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.testing.ingest_server import IngestServer
 
+# The delivery tests' fixtures (``server``, ``make_sender``), for every test module.
+pytest_plugins = ["delivery_helpers"]
+
 SEMCONV_MODES = ("old", "http", "http/dup")
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")

@@ -17,9 +17,7 @@ from otel_mixpanel.delivery import SenderStats, create_sender
 from otel_mixpanel.delivery.spool import spool_path
 from otel_mixpanel.testing.ingest_server import Fault, IngestServer
 
-from delivery_helpers import (  # noqa: F401 - fixtures
-    API_SECRET, TOKEN, assert_exactly_once, event, fast_settings, insert_ids, make_sender, messages, server,
-)
+from delivery_helpers import API_SECRET, TOKEN, assert_exactly_once, event, fast_settings, insert_ids, messages
 
 
 def test_send_many_delivers_through_import_with_gzip_and_strict(server, make_sender):

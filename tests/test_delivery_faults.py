@@ -12,9 +12,7 @@ import pytest
 from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.testing.ingest_server import Fault, IngestServer
 
-from delivery_helpers import (  # noqa: F401 - fixtures
-    API_SECRET, assert_exactly_once, event, fast_settings, insert_ids, make_sender, messages, server,
-)
+from delivery_helpers import API_SECRET, assert_exactly_once, event, fast_settings, insert_ids, messages
 
 
 @pytest.mark.parametrize(
