@@ -12,7 +12,6 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_mixpanel.api import IDENTIFY_EVENT, USER_ID_ATTRIBUTE
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.enrich.campaign import campaign_properties
@@ -21,7 +20,7 @@ from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import safe_properties
-from otel_mixpanel.spans import HttpFacts, identity_text, read_http, read_identity
+from otel_mixpanel.spans import HttpFacts, read_http, read_identity
 
 
 @dataclass(frozen=True)
@@ -56,29 +55,24 @@ def _server_request(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[R
 
 
 def _identity(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[str | None, str | None, float | None, float | None]:
+    """The first device id, user id and location that any span of the request carries, root first."""
     device = user = latitude = longitude = None
-    for span, attributes in spans:
+    for _, attributes in spans:
         facts = read_identity(attributes)
         device = device or facts.device_id
         user = user or facts.user_id
         if latitude is None and facts.latitude is not None and facts.longitude is not None:
             latitude, longitude = facts.latitude, facts.longitude
-        if user is None:
-            for event in span.events:
-                if event.name == IDENTIFY_EVENT and event.attributes:
-                    user = identity_text(event.attributes.get(USER_ID_ATTRIBUTE))
     return device, user, latitude, longitude
 
 
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
     spans = _root_first(trace)
     device_id, user_id, latitude, longitude = _identity(spans)
-    location: dict[str, Any] = {}
-    if latitude is not None:
-        location = {"$latitude": latitude, "$longitude": longitude}
+    location = {"$latitude": latitude, "$longitude": longitude} if latitude is not None else {}
     server_span, http = _server_request(spans)
     if http is None:
-        return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, dict(location))
+        return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
 
     properties: dict[str, Any] = {}
     is_bot = http.synthetic
