@@ -68,7 +68,7 @@ class EventBuilder:
                 if span_event.name == IDENTIFY_EVENT:
                     yield from self._identify(span, index, span_event.timestamp, context)
                 elif span_event.name == SET_PROFILE_EVENT:
-                    yield self._profile_update(span_event.attributes, context)
+                    yield from self._profile_update(span_event.attributes, context)
                 elif span_event.name and span_event.name not in self._excluded:
                     properties = {**context.properties, **safe_properties(span_event.attributes)}
                     yield self._event(span_event.name, span, str(index), span_event.timestamp, properties, context)
@@ -98,7 +98,7 @@ class EventBuilder:
         properties.setdefault("$lib_version", LIBRARY_VERSION)
         if self._settings.token:
             properties["token"] = self._settings.token
-        properties, _ = limit_property_count(properties, RESERVED)
+        properties = limit_property_count(properties, RESERVED)
         return Message(EVENTS, {"event": truncate_utf8(name), "properties": properties})
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
@@ -114,10 +114,14 @@ class EventBuilder:
             properties["token"] = self._settings.token
         yield Message(EVENTS, {"event": "$identify", "properties": properties})
 
-    def _profile_update(self, attributes: Any, context: RequestContext) -> Message:
+    def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:
+        user = distinct_id(self._settings.id_merge, context.device_id, context.user_id)
+        if not user:
+            # A profile needs someone to belong to; the exporter's no-identity warning says how to add one.
+            return
         update: dict[str, Any] = {
-            "$distinct_id": distinct_id(self._settings.id_merge, context.device_id, context.user_id),
-            "$set": limit_property_count(safe_properties(attributes), frozenset())[0],
+            "$distinct_id": user,
+            "$set": limit_property_count(safe_properties(attributes), frozenset()),
         }
         if self._settings.token:
             update["$token"] = self._settings.token
@@ -127,4 +131,4 @@ class EventBuilder:
         if context.latitude is not None:
             update["$latitude"] = context.latitude
             update["$longitude"] = context.longitude
-        return Message(PROFILES, update)
+        yield Message(PROFILES, update)

@@ -88,17 +88,16 @@ def safe_properties(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
             for key, value in attributes.items()}
 
 
-def limit_property_count(properties: dict[str, Any], keep: frozenset[str]) -> tuple[dict[str, Any], int]:
-    """At most ``MAX_PROPERTIES`` properties, the ``keep`` ones always among them; returns how many were dropped."""
-    excess = len(properties) - MAX_PROPERTIES
-    if excess <= 0:
-        return properties, 0
-    limited: dict[str, Any] = {}
+def limit_property_count(properties: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
+    """At most ``MAX_PROPERTIES`` properties, the ``keep`` ones always among them, the rest in order."""
+    if len(properties) <= MAX_PROPERTIES:
+        return properties
     room = MAX_PROPERTIES - sum(1 for key in properties if key in keep)
+    limited: dict[str, Any] = {}
     for key, value in properties.items():
         if key in keep:
             limited[key] = value
         elif room > 0:
             limited[key] = value
             room -= 1
-    return limited, len(properties) - len(limited)
+    return limited

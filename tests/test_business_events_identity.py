@@ -219,3 +219,15 @@ def test_insert_ids_are_deterministic_and_valid(ingest):
     assert len(ids) == 6 and len(set(ids)) == 3, "the same span exported twice gives the same $insert_ids"
     assert all(re.fullmatch(r"[A-Za-z0-9-]{1,36}", i) for i in ids)
     assert sorted(e["properties"]["n"] for e in ingest.events()) == [0, 1, 2]
+
+
+def test_no_profile_update_for_a_request_without_identity(site_factory, ingest):
+    def handler(tracer, environ):
+        otel_mixpanel.set_profile({"plan": "pro"})
+        otel_mixpanel.track("Settings Saved")
+
+    site = serve(site_factory, handler)
+    site.request("/settings", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert sorted(e["event"] for e in ingest.events()) == ["$mp_web_page_view", "Settings Saved"]
+    assert ingest.profile_updates() == []
