@@ -204,5 +204,9 @@ def test_ingest_server_counts_requests_handled_at_once(server):
         thread.start()
     for thread in threads:
         thread.join()
+    # The server counts a request finished only after its answer is written, a moment after the client has it.
+    deadline = time.monotonic() + 2
+    while server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.max_concurrent == 3 and server.in_flight == 0
     assert all(r.arrived_at + 0.2 <= r.answered_at for r in server.requests)

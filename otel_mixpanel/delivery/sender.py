@@ -119,6 +119,7 @@ class _Worker:
         self.wake = threading.Event()
         self.idle = False
         self.flushed = 0  # the last flush ticket this thread has completed
+        self.busy = False  # in a delivery pass, which may hold records claimed after a flush was satisfied
         self.thread: threading.Thread | None = None
 
 
@@ -272,10 +273,11 @@ class MixpanelSender:
             return self._claimable() == 0
         self._wake_all()
         # Every thread, not just one: a thread that finds nothing left to claim may finish while
-        # another still has a batch in flight.
+        # another still has a batch in flight; and none may be in a later pass, which can hold
+        # records another thread handed back during a pause.
         with self._flush_cond:
             return self._flush_cond.wait_for(
-                lambda: all(worker.flushed >= ticket for worker in self._running),
+                lambda: all(worker.flushed >= ticket and not worker.busy for worker in self._running),
                 timeout=max(0.0, deadline - time.monotonic()),
             )
 
@@ -355,6 +357,7 @@ class MixpanelSender:
             worker.wake.clear()
             with self._flush_cond:
                 ticket = self._flush_requested
+                worker.busy = True
             try:
                 complete = self._drain(worker)
             except Exception:
@@ -362,10 +365,11 @@ class MixpanelSender:
                 complete = False
                 if not self._stopping:
                     self._interrupt.wait(self._settings.retry_max_ms / 1000)
-            if complete:
-                with self._flush_cond:
+            with self._flush_cond:
+                worker.busy = False
+                if complete:
                     worker.flushed = max(worker.flushed, ticket)
-                    self._flush_cond.notify_all()
+                self._flush_cond.notify_all()
             if self._stopping:
                 break
             self._idle(worker)
