@@ -44,10 +44,7 @@ urlpatterns = [path("", home), path("login", login), path("logout", logout)]
 
 
 @pytest.fixture(scope="module")
-def django_app():
-    from django.core.wsgi import get_wsgi_application
-    from opentelemetry.instrumentation.django import DjangoInstrumentor
-
+def django_settings():
     if not settings.configured:
         settings.configure(
             DEBUG=False,
@@ -59,6 +56,13 @@ def django_app():
             INSTALLED_APPS=[],
         )
         django.setup()
+
+
+@pytest.fixture
+def django_app(django_settings):
+    from django.core.wsgi import get_wsgi_application
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -95,3 +99,49 @@ def test_django_cookie_span_attributes_helpers_and_logout(django_app):
     assert logout_span.attributes["enduser.pseudo.id"] == device
     assert home_again.attributes["enduser.pseudo.id"] == after
     assert not [k for s in exporter.get_finished_spans() for k in s.attributes if "cookie" in k]
+
+
+OUR_MIDDLEWARE = "otel_mixpanel.web.django.MixpanelMiddleware"
+COMMON = "django.middleware.common.CommonMiddleware"
+
+
+@pytest.mark.parametrize("set_up", ["instrumentor, ours listed last", "instrumentor, ours listed first",
+                                    "instrumentor before ours is listed", "wsgi middleware, no instrumentor"])
+def test_django_middleware_works_whichever_way_tracing_is_set_up(django_settings, set_up):
+    from django.core.wsgi import get_wsgi_application
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    saved = list(settings.MIDDLEWARE)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = DjangoInstrumentor()
+    try:
+        if set_up == "wsgi middleware, no instrumentor":
+            settings.MIDDLEWARE = [COMMON, OUR_MIDDLEWARE]
+            app = OpenTelemetryMiddleware(get_wsgi_application(), tracer_provider=provider)
+        elif set_up == "instrumentor before ours is listed":
+            settings.MIDDLEWARE = [COMMON]
+            instrumentor.instrument(tracer_provider=provider)
+            settings.MIDDLEWARE = [*settings.MIDDLEWARE, OUR_MIDDLEWARE]
+            app = get_wsgi_application()
+        else:
+            ours_first = set_up.endswith("first")
+            settings.MIDDLEWARE = [OUR_MIDDLEWARE, COMMON] if ours_first else [COMMON, OUR_MIDDLEWARE]
+            instrumentor.instrument(tracer_provider=provider)
+            app = get_wsgi_application()
+        browser = Browser()
+        with serve(app) as url:
+            _, _, device = browser.get(url + "/", headers={"Referer": "https://www.google.com/"})
+            assert browser.get(url + "/login", data={"user": "u-9"})[2] == "welcome"
+    finally:
+        instrumentor.uninstrument()
+        settings.MIDDLEWARE = saved
+        provider.shutdown()
+
+    home, login = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert valid_device_id(device) == device and browser.cookie("did") == device
+    assert home.attributes["enduser.pseudo.id"] == device
+    assert home.attributes["http.request.header.referer"] == ("https://www.google.com/",)
+    assert login.attributes["enduser.id"] == "u-9" and login.attributes["enduser.pseudo.id"] == device

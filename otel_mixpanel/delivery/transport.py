@@ -15,6 +15,8 @@ from typing import Any, Sequence
 from urllib.parse import urlencode
 
 import requests
+import requests.auth
+from mixpanel import ServiceAccountCredentials
 
 from otel_mixpanel.config import Settings
 
@@ -104,12 +106,23 @@ def split_by_size(items: Sequence[Any], sizes: Sequence[int], max_bytes: int) ->
     return groups
 
 
+def import_auth(settings: Settings) -> requests.auth.AuthBase | None:
+    """Basic credentials for /import, in Mixpanel's order of preference."""
+    if settings.service_account_username and settings.service_account_secret and settings.project_id:
+        # The official SDK's service-account credentials: its checks, and a repr that hides the secret.
+        account = ServiceAccountCredentials(
+            settings.service_account_username, settings.service_account_secret, settings.project_id)
+        return account.to_http_basic_auth()
+    pair = settings.import_auth
+    return requests.auth.HTTPBasicAuth(*pair) if pair else None
+
+
 class Transport:
     """Builds and sends requests for one set of settings. Not shared between threads."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._auth = settings.import_auth
+        self._auth = import_auth(settings)
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:
