@@ -97,3 +97,18 @@ def test_cookie_and_authorization_never_reach_mixpanel(site_factory, ingest):
     site.flush()
     raw = str(ingest.events())
     assert "COOKIEVALUE" not in raw and "AUTHVALUE" not in raw
+
+
+def test_web_middleware_records_what_the_proxy_rule_needs_without_header_capture(site_factory, ingest):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    # No OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* here: the middleware records Referer and the proxy headers.
+    site = site_factory(MixpanelMiddleware(text_app), trusted_proxies="1", mode="http", server="wsgiref")
+    site.request("/landing?utm_source=ads", headers={"User-Agent": DESKTOP_CHROME, "Referer": "https://www.bing.com/",
+                                                    "X-Forwarded-For": "6.6.6.6, 203.0.113.77"})
+    site.flush()
+    props = only_view(ingest)
+    assert props["ip"] == "203.0.113.77"
+    assert props["$referring_domain"] == "www.bing.com" and props["$search_engine"] == "bing"
+    assert props["utm_source"] == "ads" and props["current_url_path"] == "/landing"
+    assert props["$device_id"] and props["distinct_id"] == f"$device:{props['$device_id']}"
