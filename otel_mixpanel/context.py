@@ -7,8 +7,9 @@ referrer, campaign, page URL, location.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -19,12 +20,13 @@ from otel_mixpanel.enrich.client_ip import anonymise, client_ip
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
-from otel_mixpanel.limits import safe_properties
+from otel_mixpanel.limits import json_safe, safe_properties
 from otel_mixpanel.spans import HttpFacts, read_http, read_identity
 
 
-@dataclass(frozen=True)
-class RequestContext:
+class RequestContext(NamedTuple):
+    """What every event of one request shares. Property dicts may be shared with caches: never change them."""
+
     http: HttpFacts | None = None
     server_span: ReadableSpan | None = None
     device_id: str | None = None
@@ -33,20 +35,34 @@ class RequestContext:
     latitude: float | None = None
     longitude: float | None = None
     is_bot: bool = False
-    # On every event of the request.
-    properties: dict[str, Any] = field(default_factory=dict)
-    # On the page view only: the web SDK's current_url_* page properties.
-    page: dict[str, Any] = field(default_factory=dict)
+    # On every event of the request, already JSON-safe.
+    properties: Mapping[str, Any] = MappingProxyType({})
+    # On the page view only: the web SDK's current_url_* page properties, already JSON-safe.
+    page: Mapping[str, Any] = MappingProxyType({})
 
 
-def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, dict[str, Any]]]:
-    """The trace's spans, its root first, each with its attributes as a plain dict: the SDK's
-    read-only attribute view costs several times more per lookup."""
+def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A finished span's attributes as a plain dict, read-only.
+
+    ``span.attributes`` is a ``MappingProxyType`` over the SDK's ``BoundedAttributes``, where
+    every lookup, and every missed one above all, costs several times a dict's. An ended span's
+    ``BoundedAttributes`` is immutable, so its inner dict can be read as it is; anything else
+    (another SDK version, a hand-made span) is copied.
+    """
+    bounded = getattr(span, "_attributes", None)
+    inner = getattr(bounded, "_dict", None)
+    if type(inner) is dict and getattr(bounded, "_immutable", False):
+        return inner
+    return dict(span.attributes or {})
+
+
+def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
     spans = trace.spans if trace.root is None else [trace.root] + [s for s in trace.spans if s is not trace.root]
-    return [(span, dict(span.attributes or {})) for span in spans]
+    return [(span, _attributes(span)) for span in spans]
 
 
-def _server_request(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[ReadableSpan | None, HttpFacts | None]:
+def _server_request(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
+                    ) -> tuple[ReadableSpan | None, HttpFacts | None]:
     for span, attributes in spans:
         facts = read_http(span.name, span.kind, attributes)
         if facts is not None:
@@ -54,7 +70,8 @@ def _server_request(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[R
     return None, None
 
 
-def _identity(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[str | None, str | None, float | None, float | None]:
+def _identity(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
+              ) -> tuple[str | None, str | None, float | None, float | None]:
     """The first device id, user id and location that any span of the request carries, root first."""
     device = user = latitude = longitude = None
     for _, attributes in spans:
@@ -64,6 +81,32 @@ def _identity(spans: list[tuple[ReadableSpan, dict[str, Any]]]) -> tuple[str | N
         if latitude is None and facts.latitude is not None and facts.longitude is not None:
             latitude, longitude = facts.latitude, facts.longitude
     return device, user, latitude, longitude
+
+
+class _Page(NamedTuple):
+    every_event: Mapping[str, Any]
+    page_view: Mapping[str, Any]
+
+
+# Beyond this length a URL is converted without the cache, so hostile URLs cannot pin much memory.
+_CACHED_URL_LENGTH = 512
+
+
+# A site's pages, and the campaign links to them, repeat from visit to visit.
+@lru_cache(maxsize=2048)
+def _cached_page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+                 sensitive: frozenset[str]) -> _Page:
+    return _page(scheme, host, path, query, sensitive)
+
+
+def _page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+          sensitive: frozenset[str]) -> _Page:
+    """The campaign and ``$current_url`` (on every event) and the page view's own properties."""
+    page = page_properties(scheme, host, path, query, sensitive)
+    every_event = campaign_properties(query_pairs(query))
+    if "$current_url" in page:
+        every_event["$current_url"] = page["$current_url"]
+    return _Page(safe_properties(every_event), safe_properties(page))
 
 
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
@@ -86,12 +129,13 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
         properties["ip"] = ip
     if http.referer:
         properties.update(referrer_properties(http.referer, sensitive))
-    properties.update(campaign_properties(query_pairs(http.query)))
-    page = page_properties(http.scheme, http.host, http.path, http.query, sensitive)
-    if "$current_url" in page:
-        properties["$current_url"] = page["$current_url"]
-    if http.route:
-        page["http_route"] = http.route
+    scheme, host, path, query = http.scheme, http.host, http.path, http.query
+    short = sum(len(part) for part in (scheme, host, path, query) if part) <= _CACHED_URL_LENGTH
+    page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
+    properties.update(page.every_event)
     properties.update(location)
+    page_view = page.page_view
+    if http.route:
+        page_view = {**page_view, "http_route": json_safe(http.route)}
     return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot,
-                          safe_properties(properties), safe_properties(page))
+                          properties, page_view)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -29,8 +28,7 @@ EVENTS = "events"
 PROFILES = "people"
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One Mixpanel record, for the consumer endpoint ``endpoint`` ("events" or "people")."""
 
     endpoint: str
@@ -43,8 +41,16 @@ def insert_id(trace_id: int, span_id: int, slot: str) -> str:
     Mixpanel deduplicates on event name, time, distinct_id and ``$insert_id`` together, so
     64 bits are ample, and every byte saved is saved on every event sent.
     """
-    key = f"{trace_id:032x}{span_id:016x}{slot}".encode()
+    key = trace_id.to_bytes(16, "big") + span_id.to_bytes(8, "big") + slot.encode()
     return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def _own_properties(attributes: Any) -> dict[str, Any]:
+    """A business event's attributes as properties, less those that identity and deduplication rest on."""
+    properties = safe_properties(attributes)
+    for key in RESERVED & properties.keys():
+        del properties[key]
+    return properties
 
 
 def _millis(nanoseconds: int | None) -> int:
@@ -59,10 +65,11 @@ class EventBuilder:
     def messages(self, trace: LocalTrace, context: RequestContext) -> Iterator[Message]:
         if context.is_bot and not self._settings.track_bots:
             return
+        identity = identity_properties(self._settings.id_merge, context.device_id, context.user_id)
         server_span = context.server_span
         if server_span is not None and self._is_page_view(context):
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
-                              {**context.properties, **context.page}, context)
+                              {**context.properties, **context.page}, identity)
         for span in trace.spans:
             for index, span_event in enumerate(span.events):
                 if span_event.name == IDENTIFY_EVENT:
@@ -70,8 +77,8 @@ class EventBuilder:
                 elif span_event.name == SET_PROFILE_EVENT:
                     yield from self._profile_update(span_event.attributes, context)
                 elif span_event.name and span_event.name not in self._excluded:
-                    properties = {**context.properties, **safe_properties(span_event.attributes)}
-                    yield self._event(span_event.name, span, str(index), span_event.timestamp, properties, context)
+                    yield self._event(span_event.name, span, str(index), span_event.timestamp,
+                                      {**context.properties, **_own_properties(span_event.attributes)}, identity)
 
     def _is_page_view(self, context: RequestContext) -> bool:
         http = context.http
@@ -88,10 +95,8 @@ class EventBuilder:
         return not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude)
 
     def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
-               properties: dict[str, Any], context: RequestContext) -> Message:
-        for key in RESERVED & properties.keys():
-            del properties[key]
-        properties.update(identity_properties(self._settings.id_merge, context.device_id, context.user_id))
+               properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:
+        properties.update(identity)
         properties["time"] = _millis(timestamp)
         properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, slot)
         properties.setdefault("mp_lib", LIBRARY)

@@ -13,6 +13,8 @@ import logging
 import threading
 from typing import Any, Sequence
 
+import orjson
+
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -76,13 +78,11 @@ class MixpanelSpanExporter(SpanExporter):
         serialised: list[tuple[str, str]] = []
         for trace in traces:
             try:
-                messages = list(self._messages(trace))
+                serialised.extend([(self._endpoint(m), _dumps(m.body)) for m in self._messages(trace)])
             except Exception:
                 # One trace's odd data must not cost the others their events.
                 self._warn_once("convert", "A request's spans could not be converted; its events are skipped",
                                 exc_info=True)
-                continue
-            serialised.extend((self._endpoint(m), _dumps(m.body)) for m in messages)
         if serialised:
             self._sender.send_many(serialised, prevalidated=True)
         return SpanExportResult.SUCCESS
@@ -127,4 +127,8 @@ class MixpanelSpanExporter(SpanExporter):
 
 
 def _dumps(body: dict[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    try:
+        return orjson.dumps(body, default=str).decode()
+    except TypeError:
+        # orjson refuses what json takes (integers past 64 bits, say); bodies are JSON-safe, so this is rare.
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)

@@ -6,8 +6,7 @@ any span). Nothing here interprets the values; later steps do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from opentelemetry.semconv._incubating.attributes import (
@@ -48,9 +47,12 @@ USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 REQUEST_HEADER_PREFIX = "http.request.header."
 
 
-@dataclass(frozen=True)
-class HttpFacts:
-    """An HTTP server request as the span describes it; None where nothing recorded it."""
+class HttpFacts(NamedTuple):
+    """An HTTP server request as the span describes it; None where nothing recorded it.
+
+    A named tuple rather than a frozen dataclass: it is made for every request, and
+    building a frozen dataclass costs several times more.
+    """
 
     method: str | None
     scheme: str | None
@@ -76,15 +78,14 @@ NOT_AN_ID = frozenset({"anon", "anonymous", "null", "nil", "none", "undefined", 
 MAX_ID_BYTES = 200
 
 
-@dataclass(frozen=True)
-class IdentityFacts:
+class IdentityFacts(NamedTuple):
     device_id: str | None
     user_id: str | None
     latitude: float | None
     longitude: float | None
 
 
-def _first(attributes: Mapping[str, Any], *names: str) -> Any:
+def _first(attributes: Mapping[str, Any], names: tuple[str, ...]) -> Any:
     for name in names:
         value = attributes.get(name)
         if value is not None and value != "":
@@ -93,6 +94,9 @@ def _first(attributes: Mapping[str, Any], *names: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str and value.isascii():
+        # Nearly every attribute: plain ASCII text, needing no more than a strip.
+        return value.strip() or None
     if value is None:
         return None
     if isinstance(value, (list, tuple)):
@@ -109,6 +113,8 @@ def _text(value: Any) -> str | None:
 
 
 def _status(value: Any) -> int | None:
+    if type(value) is int:
+        return value
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -116,7 +122,7 @@ def _status(value: Any) -> int | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
@@ -125,10 +131,29 @@ def _number(value: Any) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
-def request_header(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    """A captured request header's values, whichever spelling recorded it (``x-forwarded-for``
-    as the spec writes it, ``x_forwarded_for`` as opentelemetry-util-http does)."""
-    for key in (REQUEST_HEADER_PREFIX + name, REQUEST_HEADER_PREFIX + name.replace("-", "_")):
+def _header_keys(name: str) -> tuple[str, str]:
+    """Both spellings of a captured request header's attribute: ``x-forwarded-for`` as the spec
+    writes it, ``x_forwarded_for`` as opentelemetry-util-http does."""
+    return REQUEST_HEADER_PREFIX + name, REQUEST_HEADER_PREFIX + name.replace("-", "_")
+
+
+_USER_AGENT_HEADER = _header_keys("user-agent")
+_FORWARDED_FOR_HEADER = _header_keys("x-forwarded-for")
+_FORWARDED_HEADER = _header_keys("forwarded")
+_REFERER_HEADER = _header_keys("referer")
+
+_METHOD = (http.HTTP_REQUEST_METHOD, http_old.HTTP_METHOD)
+_FULL_URL = (url.URL_FULL, http_old.HTTP_URL)
+_HOST = (server.SERVER_ADDRESS, http_old.HTTP_HOST, net_old.NET_HOST_NAME)
+_SCHEME = (url.URL_SCHEME, http_old.HTTP_SCHEME)
+_STATUS = (http.HTTP_RESPONSE_STATUS_CODE, http_old.HTTP_STATUS_CODE)
+_USER_AGENT = (user_agent.USER_AGENT_ORIGINAL, http_old.HTTP_USER_AGENT)
+_PEER = (client.CLIENT_ADDRESS, http_old.HTTP_CLIENT_IP, net_old.NET_PEER_IP)
+_USER_ID = (enduser.ENDUSER_ID, user.USER_ID)
+
+
+def _header(attributes: Mapping[str, Any], keys: tuple[str, str]) -> tuple[str, ...]:
+    for key in keys:
         value = attributes.get(key)
         if value is None:
             continue
@@ -144,9 +169,9 @@ def _path_and_query(attributes: Mapping[str, Any], span_name: str) -> tuple[str 
     query = _text(attributes.get(url.URL_QUERY))
     if path:
         return path, query
-    target = _text(_first(attributes, http_old.HTTP_TARGET))
+    target = _text(attributes.get(http_old.HTTP_TARGET))
     if target is None:
-        full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+        full = _text(_first(attributes, _FULL_URL))
         if full:
             parts = urlsplit(full)
             return parts.path or "/", parts.query or query
@@ -161,44 +186,45 @@ def _path_and_query(attributes: Mapping[str, Any], span_name: str) -> tuple[str 
 
 
 def _host(attributes: Mapping[str, Any]) -> str | None:
-    host = _text(_first(attributes, server.SERVER_ADDRESS, http_old.HTTP_HOST, net_old.NET_HOST_NAME))
+    host = _text(_first(attributes, _HOST))
     if host:
         return host
-    full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+    full = _text(_first(attributes, _FULL_URL))
     if full:
         return urlsplit(full).netloc or None
     return _text(attributes.get(http_old.HTTP_SERVER_NAME))
 
 
 def _scheme(attributes: Mapping[str, Any]) -> str | None:
-    scheme = _text(_first(attributes, url.URL_SCHEME, http_old.HTTP_SCHEME))
+    scheme = _text(_first(attributes, _SCHEME))
     if scheme:
         return scheme.lower()
-    full = _text(_first(attributes, url.URL_FULL, http_old.HTTP_URL))
+    full = _text(_first(attributes, _FULL_URL))
     return urlsplit(full).scheme.lower() or None if full else None
 
 
 def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, Any]) -> HttpFacts | None:
     """The HTTP request of a server span, or None when the span is not one."""
-    method = _text(_first(attributes, http.HTTP_REQUEST_METHOD, http_old.HTTP_METHOD))
-    if kind != SpanKind.SERVER or method is None:
+    if kind != SpanKind.SERVER:
+        return None
+    method = _text(_first(attributes, _METHOD))
+    if method is None:
         return None
     path, query = _path_and_query(attributes, span_name)
     return HttpFacts(
-        method=method.upper(),
-        scheme=_scheme(attributes),
-        host=_host(attributes),
-        path=path,
-        query=query,
-        route=_text(attributes.get(http.HTTP_ROUTE)),
-        status_code=_status(_first(attributes, http.HTTP_RESPONSE_STATUS_CODE, http_old.HTTP_STATUS_CODE)),
-        user_agent=_text(_first(attributes, user_agent.USER_AGENT_ORIGINAL, http_old.HTTP_USER_AGENT))
-        or (request_header(attributes, "user-agent") or (None,))[0],
-        synthetic=attributes.get(USER_AGENT_SYNTHETIC_TYPE) is not None,
-        peer_address=_text(_first(attributes, client.CLIENT_ADDRESS, http_old.HTTP_CLIENT_IP, net_old.NET_PEER_IP)),
-        forwarded_for=request_header(attributes, "x-forwarded-for"),
-        forwarded=request_header(attributes, "forwarded"),
-        referer=(request_header(attributes, "referer") or (None,))[0],
+        method.upper(),
+        _scheme(attributes),
+        _host(attributes),
+        path,
+        query,
+        _text(attributes.get(http.HTTP_ROUTE)),
+        _status(_first(attributes, _STATUS)),
+        _text(_first(attributes, _USER_AGENT)) or (_header(attributes, _USER_AGENT_HEADER) or (None,))[0],
+        attributes.get(USER_AGENT_SYNTHETIC_TYPE) is not None,
+        _text(_first(attributes, _PEER)),
+        _header(attributes, _FORWARDED_FOR_HEADER),
+        _header(attributes, _FORWARDED_HEADER),
+        (_header(attributes, _REFERER_HEADER) or (None,))[0],
     )
 
 
@@ -212,8 +238,8 @@ def identity_text(value: Any) -> str | None:
 
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
     return IdentityFacts(
-        device_id=identity_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
-        user_id=identity_text(_first(attributes, enduser.ENDUSER_ID, user.USER_ID)),
-        latitude=_number(attributes.get(geo.GEO_LOCATION_LAT)),
-        longitude=_number(attributes.get(geo.GEO_LOCATION_LON)),
+        identity_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
+        identity_text(_first(attributes, _USER_ID)),
+        _number(attributes.get(geo.GEO_LOCATION_LAT)),
+        _number(attributes.get(geo.GEO_LOCATION_LON)),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otel_mixpanel.enrich.url import redact_url
+from otel_mixpanel.limits import safe_properties
 
 # The search engines Mixpanel's web SDK recognises, matched on the referrer's host.
 _SEARCH_ENGINES = (
@@ -30,7 +31,7 @@ def referring_domain(referrer: str) -> str | None:
 def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
     """Properties for a request's referrer, its URL redacted; cached, as most visits come from a few pages.
 
-    Callers must not change the returned dict.
+    Callers must not change the returned dict. Its values are already within Mixpanel's limits.
     """
     redacted_referrer = redact_url(referrer, sensitive)
     if not redacted_referrer:
@@ -43,4 +44,4 @@ def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, A
             if pattern.search(domain):
                 properties["$search_engine"] = engine
                 break
-    return properties
+    return safe_properties(properties)

@@ -14,6 +14,8 @@ from typing import Any
 
 import ua_parser
 
+from otel_mixpanel.limits import safe_properties
+
 # Far beyond any real browser's header; longer input is cut before parsing so that a
 # hostile header cannot make every request pay for a long regular-expression scan.
 MAX_USER_AGENT_LENGTH = 1024
@@ -41,7 +43,7 @@ def parse_user_agent(user_agent: str) -> ParsedUserAgent:
     device = result.device
     if device is not None and device.family != UNKNOWN:
         properties["$device"] = device.family
-    return ParsedUserAgent(properties, device is not None and device.family == "Spider")
+    return ParsedUserAgent(safe_properties(properties), device is not None and device.family == "Spider")
 
 
 def _browser_version(major: str | None, minor: str | None) -> float | None:
