@@ -6,7 +6,7 @@ any span). Nothing here interprets the values; later steps do.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from opentelemetry.semconv._incubating.attributes import (
@@ -85,14 +85,6 @@ class IdentityFacts(NamedTuple):
     longitude: float | None
 
 
-def _first(attributes: Mapping[str, Any], names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = attributes.get(name)
-        if value is not None and value != "":
-            return value
-    return None
-
-
 def _text(value: Any) -> str | None:
     if type(value) is str and value.isascii():
         # Nearly every attribute: plain ASCII text, needing no more than a strip.
@@ -142,19 +134,11 @@ _FORWARDED_FOR_HEADER = _header_keys("x-forwarded-for")
 _FORWARDED_HEADER = _header_keys("forwarded")
 _REFERER_HEADER = _header_keys("referer")
 
-_METHOD = (http.HTTP_REQUEST_METHOD, http_old.HTTP_METHOD)
-_FULL_URL = (url.URL_FULL, http_old.HTTP_URL)
-_HOST = (server.SERVER_ADDRESS, http_old.HTTP_HOST, net_old.NET_HOST_NAME)
-_SCHEME = (url.URL_SCHEME, http_old.HTTP_SCHEME)
-_STATUS = (http.HTTP_RESPONSE_STATUS_CODE, http_old.HTTP_STATUS_CODE)
-_USER_AGENT = (user_agent.USER_AGENT_ORIGINAL, http_old.HTTP_USER_AGENT)
-_PEER = (client.CLIENT_ADDRESS, http_old.HTTP_CLIENT_IP, net_old.NET_PEER_IP)
-_USER_ID = (enduser.ENDUSER_ID, user.USER_ID)
 
 
-def _header(attributes: Mapping[str, Any], keys: tuple[str, str]) -> tuple[str, ...]:
+def _header(get: Callable[[str], Any], keys: tuple[str, str]) -> tuple[str, ...]:
     for key in keys:
-        value = attributes.get(key)
+        value = get(key)
         if value is None:
             continue
         values = value if isinstance(value, (list, tuple)) else (value,)
@@ -164,20 +148,19 @@ def _header(attributes: Mapping[str, Any], keys: tuple[str, str]) -> tuple[str, 
     return ()
 
 
-def _path_and_query(attributes: Mapping[str, Any], span_name: str) -> tuple[str | None, str | None]:
-    path = _text(attributes.get(url.URL_PATH))
-    query = _text(attributes.get(url.URL_QUERY))
+def _path_and_query(get: Callable[[str], Any], full: str | None, span_name: str
+                    ) -> tuple[str | None, str | None]:
+    path = _text(get(url.URL_PATH))
+    query = _text(get(url.URL_QUERY))
     if path:
         return path, query
-    target = _text(attributes.get(http_old.HTTP_TARGET))
-    if target is None:
-        full = _text(_first(attributes, _FULL_URL))
-        if full:
-            parts = urlsplit(full)
-            return parts.path or "/", parts.query or query
+    target = _text(get(http_old.HTTP_TARGET))
     if target is not None:
         target_path, _, target_query = target.partition("?")
         return target_path or "/", target_query or query
+    if full:
+        parts = urlsplit(full)
+        return parts.path or "/", parts.query or query
     # wsgiref in the stable mode records no path at all; the span name is "GET /path".
     method, _, name_path = span_name.partition(" ")
     if name_path.startswith("/"):
@@ -185,46 +168,41 @@ def _path_and_query(attributes: Mapping[str, Any], span_name: str) -> tuple[str 
     return None, query
 
 
-def _host(attributes: Mapping[str, Any]) -> str | None:
-    host = _text(_first(attributes, _HOST))
-    if host:
-        return host
-    full = _text(_first(attributes, _FULL_URL))
-    if full:
-        return urlsplit(full).netloc or None
-    return _text(attributes.get(http_old.HTTP_SERVER_NAME))
-
-
-def _scheme(attributes: Mapping[str, Any]) -> str | None:
-    scheme = _text(_first(attributes, _SCHEME))
-    if scheme:
-        return scheme.lower()
-    full = _text(_first(attributes, _FULL_URL))
-    return urlsplit(full).scheme.lower() or None if full else None
-
-
 def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, Any]) -> HttpFacts | None:
-    """The HTTP request of a server span, or None when the span is not one."""
+    """The HTTP request of a server span, or None when the span is not one.
+
+    Each fact is read from the stable attribute first, then the old one; an empty value
+    counts as absent. Called for every request, hence the terse ``or`` chains.
+    """
     if kind != SpanKind.SERVER:
         return None
-    method = _text(_first(attributes, _METHOD))
+    get = attributes.get
+    method = _text(get(http.HTTP_REQUEST_METHOD) or get(http_old.HTTP_METHOD))
     if method is None:
         return None
-    path, query = _path_and_query(attributes, span_name)
+    full = _text(get(url.URL_FULL) or get(http_old.HTTP_URL))
+    path, query = _path_and_query(get, full, span_name)
+    scheme = _text(get(url.URL_SCHEME) or get(http_old.HTTP_SCHEME))
+    host = _text(get(server.SERVER_ADDRESS) or get(http_old.HTTP_HOST) or get(net_old.NET_HOST_NAME))
+    if full and (not scheme or not host):
+        parts = urlsplit(full)
+        scheme = scheme or parts.scheme or None
+        host = host or parts.netloc or None
     return HttpFacts(
         method.upper(),
-        _scheme(attributes),
-        _host(attributes),
+        scheme.lower() if scheme else None,
+        host or _text(get(http_old.HTTP_SERVER_NAME)),
         path,
         query,
-        _text(attributes.get(http.HTTP_ROUTE)),
-        _status(_first(attributes, _STATUS)),
-        _text(_first(attributes, _USER_AGENT)) or (_header(attributes, _USER_AGENT_HEADER) or (None,))[0],
-        attributes.get(USER_AGENT_SYNTHETIC_TYPE) is not None,
-        _text(_first(attributes, _PEER)),
-        _header(attributes, _FORWARDED_FOR_HEADER),
-        _header(attributes, _FORWARDED_HEADER),
-        (_header(attributes, _REFERER_HEADER) or (None,))[0],
+        _text(get(http.HTTP_ROUTE)),
+        _status(get(http.HTTP_RESPONSE_STATUS_CODE) or get(http_old.HTTP_STATUS_CODE)),
+        _text(get(user_agent.USER_AGENT_ORIGINAL) or get(http_old.HTTP_USER_AGENT))
+        or (_header(get, _USER_AGENT_HEADER) or (None,))[0],
+        get(USER_AGENT_SYNTHETIC_TYPE) is not None,
+        _text(get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)),
+        _header(get, _FORWARDED_FOR_HEADER),
+        _header(get, _FORWARDED_HEADER),
+        (_header(get, _REFERER_HEADER) or (None,))[0],
     )
 
 
@@ -237,9 +215,10 @@ def identity_text(value: Any) -> str | None:
 
 
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
+    get = attributes.get
     return IdentityFacts(
-        identity_text(attributes.get(enduser.ENDUSER_PSEUDO_ID)),
-        identity_text(_first(attributes, _USER_ID)),
-        _number(attributes.get(geo.GEO_LOCATION_LAT)),
-        _number(attributes.get(geo.GEO_LOCATION_LON)),
+        identity_text(get(enduser.ENDUSER_PSEUDO_ID)),
+        identity_text(get(enduser.ENDUSER_ID) or get(user.USER_ID)),
+        _number(get(geo.GEO_LOCATION_LAT)),
+        _number(get(geo.GEO_LOCATION_LON)),
     )

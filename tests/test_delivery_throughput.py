@@ -50,7 +50,7 @@ def test_each_thread_leases_its_batch_under_its_own_owner(slow_server, tmp_path)
         while slow_server.in_flight < CONCURRENT_REQUESTS and time.monotonic() < deadline:
             time.sleep(0.005)
         with sqlite3.connect(sender.spool.path) as db:
-            leases = db.execute("SELECT lease_owner, COUNT(*) FROM records GROUP BY lease_owner").fetchall()
+            leases = db.execute("SELECT owner, COUNT(*) FROM leases GROUP BY owner").fetchall()
         assert sender.flush(timeout_millis=5000)
     finally:
         sender.shutdown(timeout_millis=500)
@@ -60,7 +60,7 @@ def test_each_thread_leases_its_batch_under_its_own_owner(slow_server, tmp_path)
 def _lease_owners(spool_path: str) -> set[str]:
     with sqlite3.connect(spool_path) as db:
         return {owner for (owner,) in db.execute(
-            "SELECT DISTINCT lease_owner FROM records WHERE lease_until >= ?", (time.time(),))}
+            "SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))}
 
 
 def test_a_429_with_retry_after_holds_back_every_thread(tmp_path):

@@ -416,8 +416,7 @@ class MixpanelSender:
     def _deliver(self, worker: _Worker, records: list[Record]) -> bool:
         endpoint = records[0].endpoint
         route = self._routes[endpoint]
-        sizes = [len(record.body.encode()) for record in records]
-        queue = deque(split_by_size(records, sizes, self._settings.max_request_bytes))
+        queue = deque(split_by_size(records, [record.size for record in records], self._settings.max_request_bytes))
         backoff = Backoff(self._settings.retry_initial_ms / 1000, self._settings.retry_max_ms / 1000)
         failed_here = False
         while queue:

@@ -1,10 +1,10 @@
 """The spool: records waiting for Mixpanel, in SQLite, shared safely between processes.
 
 Each row is one JSON object (an event, a profile update, a group update) for one
-consumer endpoint. A sender claims rows by writing a lease (owner + expiry) in an
-``IMMEDIATE`` transaction, so two processes sharing a spool file never hold the same
-row; a row whose lease has expired, or whose owner process on this host is gone, can
-be claimed again. Rows are deleted only once Mixpanel has taken them (or refused them
+consumer endpoint. A sender claims rows by writing leases (owner + expiry, in a table
+of their own) in an ``IMMEDIATE`` transaction, so two processes sharing a spool file
+never hold the same row; a row whose lease has expired, or whose owner process on this
+host is gone, can be claimed again. Rows are deleted only once Mixpanel has taken them (or refused them
 for good). The in-memory mode is the same code over a private ``:memory:`` database.
 """
 
@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from otel_mixpanel.config import Settings
 
@@ -28,11 +28,16 @@ CREATE TABLE IF NOT EXISTS records (
     endpoint TEXT NOT NULL,
     body TEXT NOT NULL,
     size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0
+    created REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_lease ON records (lease_until, id);
+-- Leases apart from the records: a claim writes a small row per record instead of
+-- writing every leased body again, and leaves the records table to inserts and deletes.
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner, until);
 -- Totals kept by triggers: COUNT/SUM over a million rows on every export would be slow.
 CREATE TABLE IF NOT EXISTS totals (one INTEGER PRIMARY KEY CHECK (one = 1),
                                    events INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -43,11 +48,34 @@ END;
 CREATE TRIGGER IF NOT EXISTS records_removed AFTER DELETE ON records BEGIN
     UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE one = 1;
 END;
+CREATE TRIGGER IF NOT EXISTS records_unleased AFTER DELETE ON records BEGIN
+    DELETE FROM leases WHERE id = OLD.id;
+END;
 """
+_UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
 
 # Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
 # makes any number of rows one statement.
 _IDS = "(SELECT value FROM json_each(?))"
+
+
+# Rows per INSERT: one statement for many rows is one trip into SQLite (executemany makes one
+# per row), and 128 rows keep the parameters under SQLite's oldest limit of 999.
+_INSERT_ROWS = 128
+
+
+def _insert_statement(rows: int) -> str:
+    return "INSERT INTO records (endpoint, body, size, created) VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
+
+
+_INSERT_FULL = _insert_statement(_INSERT_ROWS)
+
+
+def _insert(db: sqlite3.Connection, items: Sequence[tuple[str, str]], now: float) -> None:
+    for first in range(0, len(items), _INSERT_ROWS):
+        chunk = items[first:first + _INSERT_ROWS]
+        parameters = [value for endpoint, body in chunk for value in (endpoint, body, len(body.encode()), now)]
+        db.execute(_INSERT_FULL if len(chunk) == _INSERT_ROWS else _insert_statement(len(chunk)), parameters)
 
 
 def _json_ids(ids: Iterable[int]) -> str:
@@ -60,11 +88,13 @@ def _json_ids(ids: Iterable[int]) -> str:
 _ABANDONED: list[sqlite3.Connection] = []
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
+    """One spooled record; ``size`` is its body's length in UTF-8 bytes."""
+
     id: int
     endpoint: str
     body: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -177,10 +207,7 @@ class Spool:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(
-                    "INSERT INTO records (endpoint, body, size, created) VALUES (?, ?, ?, ?)",
-                    [(endpoint, body, len(body.encode()), now) for endpoint, body in items],
-                )
+                _insert(db, items, now)
                 dropped = self._enforce_bounds(db)
                 db.execute("COMMIT")
             except BaseException:
@@ -216,35 +243,47 @@ class Spool:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
-                first = db.execute(
-                    "SELECT endpoint FROM records WHERE lease_until < ? ORDER BY id LIMIT 1", (now,)
+                # One aggregate row, not a row per record: every row step of a cursor releases
+                # and re-takes the GIL, which the exporting thread keeps busy.
+                ids, endpoints = db.execute(
+                    "SELECT group_concat(id), group_concat(endpoint) FROM "
+                    f"(SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?)",
+                    (now, limit),
                 ).fetchone()
-                if first is None:
+                if ids is None:
                     db.execute("COMMIT")
                     return []
-                endpoint = first[0]
-                # One aggregate row, not a row per record: every row step of a cursor releases
-                # and re-takes the GIL, which the exporting thread keeps busy. The three
-                # aggregates see the same rows in the same order, so they stay aligned. Bodies
-                # are cut by length(), which stops at a NUL: they are JSON as json.dumps writes
-                # it, which escapes every control character.
-                ids, lengths, bodies = db.execute(
-                    "SELECT group_concat(id), group_concat(length(body)), group_concat(body, '') "
-                    "FROM (SELECT id, body FROM records WHERE lease_until < ? AND endpoint = ? ORDER BY id LIMIT ?)",
-                    (now, endpoint, limit),
-                ).fetchone()
+                id_list = ids.split(",")
+                endpoint_list = endpoints.split(",")
+                endpoint = endpoint_list[0]
+                if endpoint_list.count(endpoint) != len(endpoint_list):
+                    id_list = [row_id for row_id, other in zip(id_list, endpoint_list) if other == endpoint]
+                claimed = f"[{','.join(id_list)}]"
                 db.execute(
-                    f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE id IN {_IDS}",
-                    (owner, now + lease_s, f"[{ids}]"),
+                    "INSERT OR REPLACE INTO leases (id, owner, until) SELECT value, ?, ? FROM json_each(?)",
+                    (owner, now + lease_s, claimed),
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        # The bodies are read outside the claim's write transaction, so that spooling new
+        # records waits only for the leases. Leased rows do not change; a row dropped meanwhile
+        # to keep the spool within its bounds is simply not returned.
+        with self._lock:
+            ids, lengths, sizes, bodies = self._db().execute(
+                "SELECT group_concat(id), group_concat(length(body)), group_concat(size), group_concat(body, '') "
+                f"FROM (SELECT id, body, size FROM records WHERE id IN {_IDS} ORDER BY id)",
+                (claimed,),
+            ).fetchone()
+        if ids is None:
+            return []
+        # Bodies are cut by length(), which stops at a NUL: they are JSON as the json module and
+        # orjson write it, which escape every control character.
         records, start = [], 0
-        for row_id, length in zip(ids.split(","), lengths.split(",")):
+        for row_id, length, size in zip(ids.split(","), lengths.split(","), sizes.split(",")):
             end = start + int(length)
-            records.append(Record(int(row_id), endpoint, bodies[start:end]))
+            records.append(Record(int(row_id), endpoint, bodies[start:end], int(size)))
             start = end
         return records
 
@@ -252,43 +291,40 @@ class Spool:
         """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
         with self._lock:
             db = self._db()
-            owners = [row[0] for row in db.execute(
-                "SELECT DISTINCT lease_owner FROM records WHERE lease_until >= ? AND lease_owner IS NOT NULL",
-                (time.time(),),
-            )]
+            owners = [row[0] for row in db.execute("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
             dead = [owner for owner in owners if _owner_is_dead(owner)]
             if not dead:
                 return 0
             return db.execute(
-                "UPDATE records SET lease_until = 0 WHERE lease_owner IN (SELECT value FROM json_each(?))",
-                (json.dumps(dead),),
+                "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),)
             ).rowcount
 
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
         until = time.time() + lease_s
         with self._lock:
             self._db().execute(
-                f"UPDATE records SET lease_owner = ?, lease_until = ? WHERE id IN {_IDS}",
+                f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
                 (owner, until, _json_ids(ids)),
             )
 
     def release(self, ids: Iterable[int]) -> None:
         """Give records back so any process may claim them at once (used when stopping)."""
         with self._lock:
-            self._db().execute(f"UPDATE records SET lease_until = 0 WHERE id IN {_IDS}", (_json_ids(ids),))
+            self._db().execute(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(ids),))
 
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
         with self._lock:
             return self._db().execute(
-                "SELECT COUNT(*) FROM records WHERE lease_owner = ? AND lease_until >= ?", (owner, time.time())
+                "SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, time.time())
             ).fetchone()[0]
 
     def release_owner(self, owner: str) -> None:
         with self._lock:
-            self._db().execute("UPDATE records SET lease_until = 0 WHERE lease_owner = ?", (owner,))
+            self._db().execute("DELETE FROM leases WHERE owner = ?", (owner,))
 
     def remove(self, ids: Iterable[int]) -> None:
+        """Delete records for good (their leases go with them)."""
         with self._lock:
             self._db().execute(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
 
@@ -300,14 +336,14 @@ class Spool:
     def claimable(self) -> int:
         with self._lock:
             return self._db().execute(
-                "SELECT COUNT(*) FROM records WHERE lease_until < ?", (time.time(),)
+                f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (time.time(),)
             ).fetchone()[0]
 
     def state(self) -> list[EndpointState]:
         now = time.time()
         with self._lock:
             rows = self._db().execute(
-                "SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(lease_until >= ?), MIN(created) "
+                f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
                 "FROM records GROUP BY endpoint ORDER BY endpoint",
                 (now,),
             ).fetchall()
