@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -89,6 +90,18 @@ class ServerProcess:
             self._process.wait(10)
             self._process.stdout.close()
             self._process = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used (user + system), or None where /proc cannot tell."""
+        if self._process is None:
+            return None
+        try:
+            with open(f"/proc/{self._process.pid}/stat") as stat:
+                # Fields after the command name (which may hold spaces); utime and stime are 14th and 15th.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict[str, dict[str, int]]:
         with urllib.request.urlopen(self.url + "/_stats", timeout=30) as response:

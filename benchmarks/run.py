@@ -90,6 +90,9 @@ class Delivery:
     requests: int
     events: int
     body_bytes: int
+    # CPU time of this process (every thread) and of the server, while the side was timed.
+    cpu_s: float
+    server_cpu_s: float | None
 
     @property
     def per_second(self) -> float:
@@ -109,12 +112,32 @@ def fixtures_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+class CpuClock:
+    """CPU time used meanwhile by this process (all its threads) and by the server process."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self.own_s = 0.0
+        self.server_s: float | None = None
+
+    def __enter__(self) -> CpuClock:
+        self._own_start = time.process_time()
+        self._server_start = self._server.cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.own_s = time.process_time() - self._own_start
+        server_end = self._server.cpu_seconds()
+        if self._server_start is not None and server_end is not None:
+            self.server_s = server_end - self._server_start
+
+
 def deliver_with_exporter(server: ServerProcess, spans: Sequence[ReadableSpan], requests: int) -> Delivery:
     spooled = Spooled(server.url)
     exporter = spooled.exporter
     try:
         events_before, bytes_before = server.accepted("/import")
-        with fixtures_frozen():
+        with fixtures_frozen(), CpuClock(server) as cpu:
             start = time.perf_counter()
             for first in range(0, len(spans), EXPORT_BATCH):
                 exporter.export(spans[first:first + EXPORT_BATCH])
@@ -128,7 +151,7 @@ def deliver_with_exporter(server: ServerProcess, spans: Sequence[ReadableSpan], 
     events = events_after - events_before
     if events != stats.sent or stats.rejected or stats.dropped:
         raise RuntimeError(f"server accepted {events} events, exporter says {stats}")
-    return Delivery(seconds, requests, events, bytes_after - bytes_before)
+    return Delivery(seconds, requests, events, bytes_after - bytes_before, cpu.own_s, cpu.server_s)
 
 
 def deliver_with_baseline(server: ServerProcess, visits: Sequence[Visit]) -> Delivery:
@@ -136,7 +159,7 @@ def deliver_with_baseline(server: ServerProcess, visits: Sequence[Visit]) -> Del
     prepared = [(baseline_request(visit), visit) for visit in visits]
     sent = 0
     events_before, bytes_before = server.accepted("/track")
-    with fixtures_frozen():
+    with fixtures_frozen(), CpuClock(server) as cpu:
         start = time.perf_counter()
         for request, visit in prepared:
             for name, properties in baseline_calls(visit):
@@ -147,7 +170,7 @@ def deliver_with_baseline(server: ServerProcess, visits: Sequence[Visit]) -> Del
     events_after, bytes_after = server.accepted("/track")
     if events_after - events_before != sent:
         raise RuntimeError(f"server accepted {events_after - events_before} of {sent} baseline events")
-    return Delivery(seconds, len(visits), sent, bytes_after - bytes_before)
+    return Delivery(seconds, len(visits), sent, bytes_after - bytes_before, cpu.own_s, cpu.server_s)
 
 
 def throughput(sizes: Sizes, latency_ms: float, novel_user_agents: float, log: Callable[[str], None]
@@ -275,6 +298,24 @@ def request_path(sizes: Sizes, log: Callable[[str], None]) -> dict[str, tuple[fl
             for variant, rounds in results.items()}
 
 
+def cpu_rows(ours: list[Delivery], theirs: list[Delivery], helper: str) -> list[Row]:
+    """Where the instant-server throughput is bounded: CPU per request on each side of the wire."""
+    def per_request(deliveries: list[Delivery], seconds: Callable[[Delivery], float | None]) -> float | None:
+        values = [seconds(d) for d in deliveries]
+        if any(value is None for value in values):
+            return None
+        return statistics.median([1e6 * value / d.requests for value, d in zip(values, deliveries)])
+
+    rows = [Row("CPU per request, instant server: this process, every thread",
+                per_request(ours, lambda d: d.cpu_s), per_request(theirs, lambda d: d.cpu_s), "us", helper, "lower")]
+    server_ours = per_request(ours, lambda d: d.server_cpu_s)
+    server_theirs = per_request(theirs, lambda d: d.server_cpu_s)
+    if server_ours is not None and server_theirs is not None:
+        rows.append(Row("CPU per request, instant server: the Mixpanel-like server", server_ours, server_theirs,
+                        "us", helper, "lower"))
+    return rows
+
+
 def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
     helper = "seeds' helper"
     rows = []
@@ -282,6 +323,7 @@ def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
     ours, theirs = throughput(sizes, 0.0, 0.0, log)
     rows.append(Row("Throughput, instant server", statistics.median([d.per_second for d in ours]),
                     statistics.median([d.per_second for d in theirs]), "req/s", helper, "higher", 5))
+    rows.extend(cpu_rows(ours, theirs, helper))
     log(f"throughput, {REALISTIC_LATENCY_MS:g} ms server")
     ours_slow, theirs_slow = throughput(sizes, REALISTIC_LATENCY_MS, 0.0, log)
     rows.append(Row(f"Throughput, server answering in {REALISTIC_LATENCY_MS:g} ms",

@@ -205,7 +205,7 @@ class MixpanelSender:
         ``$insert_id`` gets a random one (so a retried request cannot count it twice).
 
         ``prevalidated=True`` skips that for a caller whose every message is already exactly
-        one JSON object as ``json.dumps`` writes it (no array, no raw control characters), with
+        one JSON object as ``json.dumps`` or orjson writes it (no array, no raw control characters), with
         a ``$insert_id`` in an event's ``properties``: the messages are spooled as they are.
         The exporter's ``export()`` calls it so. Only the endpoint names are still checked.
         """
