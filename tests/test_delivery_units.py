@@ -122,7 +122,7 @@ def test_claim_renew_release_and_remove_cost_the_same_statements_for_any_batch_s
     spool.release(r.id for r in claimed)
     spool.remove(r.id for r in claimed)
     assert len(claimed) == rows
-    assert len(statements) == 8  # BEGIN, SELECT endpoint, SELECT records, UPDATE, COMMIT, renew, release, remove
+    assert len(statements) == 8  # BEGIN, SELECT ids, INSERT leases, COMMIT, SELECT bodies, renew, release, remove
     assert spool.pending() == (0, 0)
 
 
@@ -167,3 +167,13 @@ def test_leases_of_several_dead_owners_are_freed_in_one_go(tmp_path):
     spool.claim(f"{host}:{__import__('os').getpid()}:00", 2, lease_s=60)
     assert spool.reclaim_from_dead_owners() == 4
     assert spool.claimable() == 4
+
+
+def test_a_record_dropped_to_fit_the_bounds_takes_its_lease_with_it():
+    spool = Spool(None, max_events=6, max_bytes=10**6)
+    spool.put_many([("events", json.dumps({"n": i})) for i in range(6)])
+    leased = spool.claim("a", 3, lease_s=60)
+    assert spool.held("a") == 3
+    spool.put_many([("events", json.dumps({"n": i})) for i in range(6, 9)])  # the three oldest go
+    assert spool.held("a") == 0 and spool.claimable() == 6
+    assert {r.id for r in spool.claim("b", 10, lease_s=60)}.isdisjoint(r.id for r in leased)

@@ -150,3 +150,37 @@ def test_huge_values_and_malformed_headers_do_not_cost_other_events(site_factory
     [big] = [e for e in ingest.events() if e["event"] == "Big"]
     assert len(big["properties"]["blob"].encode()) <= 255
     assert "ip" not in big["properties"], "an unusable forwarded address is not replaced by a guess"
+
+
+def test_spans_made_by_hand_convert_like_the_sdks(delivered):
+    """Spans whose attributes are a plain dict (built by hand, or by another SDK) take the
+    copying path where the SDK's spans are read in place: the events must be the same."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    exporter, server = delivered
+    attributes = {"http.method": "GET", "http.target": "/shoes?utm_source=news", "http.host": "shop.example",
+                  "http.scheme": "https", "http.status_code": 200, "net.peer.ip": "203.0.113.9",
+                  "http.user_agent": DESKTOP_CHROME, "enduser.pseudo.id": "d-1"}
+
+    def request(tracer):
+        with tracer.start_as_current_span("GET /shoes", kind=SpanKind.SERVER) as span:
+            span.set_attributes(attributes)
+
+    [sdk_span] = record_spans(request)
+    by_hand = ReadableSpan(name=sdk_span.name, context=sdk_span.context, parent=None, attributes=dict(attributes),
+                           kind=SpanKind.SERVER, start_time=sdk_span.start_time, end_time=sdk_span.end_time)
+    [from_sdk] = [r for q in export_and_deliver(exporter, server, [sdk_span]) for r in q.records]
+    [from_hand] = [r for q in export_and_deliver(exporter, server, [by_hand]) for r in q.records]
+    assert from_hand == from_sdk
+    assert from_sdk["properties"]["utm_source"] == "news" and from_sdk["properties"]["ip"] == "203.0.113.9"
+
+
+def test_serialisation_falls_back_to_json_for_what_orjson_refuses():
+    from otel_mixpanel.exporter import _dumps
+
+    class Key(str):
+        pass
+
+    body = {"event": "x", "properties": {Key("plan"): "pro", "big": 2**70}}
+    assert json.loads(_dumps(body)) == {"event": "x", "properties": {"plan": "pro", "big": 2**70}}
+    assert json.loads(_dumps({"event": "é", "properties": {"n": 1.5}})) == {"event": "é", "properties": {"n": 1.5}}
