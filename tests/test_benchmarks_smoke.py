@@ -13,6 +13,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = (
     "Throughput, instant server",
+    "CPU per request, instant server: this process, every thread",
+    "CPU per request, instant server: the Mixpanel-like server",
     "Throughput, server answering in 30 ms",
     "Throughput, half the user agents new, instant server",
     "Request body bytes per event",

@@ -107,7 +107,8 @@ def _traced_statements(spool: Spool) -> list[str]:
         if not statements or statements[-1] != sql:
             statements.append(sql)
 
-    spool._db().set_trace_callback(trace)
+    with spool._use() as db:
+        db.set_trace_callback(trace)
     return statements
 
 

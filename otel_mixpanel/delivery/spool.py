@@ -17,8 +17,9 @@ import socket
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from otel_mixpanel.config import Settings
 
@@ -140,28 +141,78 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+class _Connection:
+    """One SQLite connection and the lock that serialises its use, opened on first use."""
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
+        self._opener = opener
+        self.lock = threading.Lock()
+        self.connection: sqlite3.Connection | None = None
+
+    def get(self) -> sqlite3.Connection:
+        """The connection; the caller holds ``lock``."""
+        if self.connection is None:
+            self.connection = self._opener()
+        return self.connection
+
+    def abandon(self) -> None:
+        if self.connection is not None:
+            _ABANDONED.append(self.connection)
+        self.connection = None
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.connection is not None:
+                self.connection.close()
+            self.connection = None
+
+
 class Spool:
-    """A bounded queue of records in SQLite; every method is thread-safe within a process."""
+    """A bounded queue of records in SQLite; every method is thread-safe within a process.
+
+    A file spool has two connections: one that spools new records (the application's
+    threads) and one for everything else (the delivery threads, the CLI), so spooling never
+    waits behind a delivery thread reading its batch. Write transactions of both take one
+    more lock, so that within a process writers queue on it rather than in SQLite's busy
+    handler, which sleeps for milliseconds at a time. The in-memory spool has one connection.
+    """
 
     def __init__(self, path: str | None, *, max_events: int, max_bytes: int) -> None:
         self.path = path
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self.ever_opened = False
+        self._open_all()
+
+    def _open_all(self) -> None:
+        self._main = _Connection(self._open)
+        self._intake = _Connection(self._open) if self.path is not None else self._main
+        self._writing = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Spool(path={self.path or ':memory:'!r})"
 
-    def _db(self) -> sqlite3.Connection:
+    @contextmanager
+    def _use(self, channel: _Connection | None = None) -> Iterator[sqlite3.Connection]:
         if self._pid != os.getpid():
             self.after_fork()
-        if self._connection is None:
-            self._connection = self._open()
-            self.ever_opened = True
-        return self._connection
+        channel = channel or self._main
+        with channel.lock:
+            yield channel.get()
+
+    @contextmanager
+    def _write(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One ``IMMEDIATE`` transaction, committed if the block ends normally."""
+        with self._writing:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def _open(self) -> sqlite3.Connection:
         if self.path is not None:
@@ -175,45 +226,42 @@ class Spool:
             # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
+        self.ever_opened = True
         return connection
 
+    def _channels(self) -> list[_Connection]:
+        return [self._main] if self._intake is self._main else [self._main, self._intake]
+
     def before_fork(self) -> None:
-        """Hold the lock across ``fork()``: a child forked mid-call could inherit SQLite's mutexes held."""
-        self._lock.acquire()
+        """Hold the locks across ``fork()``: a child forked mid-call could inherit SQLite's mutexes held."""
+        for channel in self._channels():
+            channel.lock.acquire()
 
     def after_fork_in_parent(self) -> None:
-        self._lock.release()
+        for channel in reversed(self._channels()):
+            channel.lock.release()
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's connection and lock; open a new one on next use."""
-        if self._connection is not None:
-            _ABANDONED.append(self._connection)
-        self._connection = None
-        self._lock = threading.Lock()
+        """In a forked child: forget the parent's connections and locks; open new ones on next use."""
+        for channel in self._channels():
+            channel.abandon()
+        self._open_all()
         self._pid = os.getpid()
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+        if self._pid != os.getpid():
+            return
+        for channel in self._channels():
+            channel.close()
 
     def put_many(self, items: Sequence[tuple[str, str]]) -> int:
         """Store ``(endpoint, body)`` records durably; return how many old records were dropped to fit."""
         if not items:
             return 0
         now = time.time()
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                _insert(db, items, now)
-                dropped = self._enforce_bounds(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return dropped
+        with self._use(self._intake) as db, self._write(db):
+            _insert(db, items, now)
+            return self._enforce_bounds(db)
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> int:
         events, size = db.execute("SELECT events, bytes FROM totals").fetchone()
@@ -239,39 +287,31 @@ class Spool:
     def claim(self, owner: str, limit: int, lease_s: float) -> list[Record]:
         """Lease up to ``limit`` of the oldest claimable records, all of one endpoint."""
         now = time.time()
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                # One aggregate row, not a row per record: every row step of a cursor releases
-                # and re-takes the GIL, which the exporting thread keeps busy.
-                ids, endpoints = db.execute(
-                    "SELECT group_concat(id), group_concat(endpoint) FROM "
-                    f"(SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?)",
-                    (now, limit),
-                ).fetchone()
-                if ids is None:
-                    db.execute("COMMIT")
-                    return []
-                id_list = ids.split(",")
-                endpoint_list = endpoints.split(",")
-                endpoint = endpoint_list[0]
-                if endpoint_list.count(endpoint) != len(endpoint_list):
-                    id_list = [row_id for row_id, other in zip(id_list, endpoint_list) if other == endpoint]
-                claimed = f"[{','.join(id_list)}]"
-                db.execute(
-                    "INSERT OR REPLACE INTO leases (id, owner, until) SELECT value, ?, ? FROM json_each(?)",
-                    (owner, now + lease_s, claimed),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        # The bodies are read outside the claim's write transaction, so that spooling new
-        # records waits only for the leases. Leased rows do not change; a row dropped meanwhile
-        # to keep the spool within its bounds is simply not returned.
-        with self._lock:
-            ids, lengths, sizes, bodies = self._db().execute(
+        with self._use() as db, self._write(db):
+            # One aggregate row, not a row per record: every row step of a cursor releases
+            # and re-takes the GIL, which the exporting thread keeps busy.
+            ids, endpoints = db.execute(
+                "SELECT group_concat(id), group_concat(endpoint) FROM "
+                f"(SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?)",
+                (now, limit),
+            ).fetchone()
+            if ids is None:
+                return []
+            id_list = ids.split(",")
+            endpoint_list = endpoints.split(",")
+            endpoint = endpoint_list[0]
+            if endpoint_list.count(endpoint) != len(endpoint_list):
+                id_list = [row_id for row_id, other in zip(id_list, endpoint_list) if other == endpoint]
+            claimed = f"[{','.join(id_list)}]"
+            db.execute(
+                "INSERT OR REPLACE INTO leases (id, owner, until) SELECT value, ?, ? FROM json_each(?)",
+                (owner, now + lease_s, claimed),
+            )
+        # The bodies are read after the claim's write transaction, so that spooling new records
+        # waits only for the leases. Leased rows do not change; a row dropped meanwhile to keep
+        # the spool within its bounds is simply not returned.
+        with self._use() as db:
+            ids, lengths, sizes, bodies = db.execute(
                 "SELECT group_concat(id), group_concat(length(body)), group_concat(size), group_concat(body, '') "
                 f"FROM (SELECT id, body, size FROM records WHERE id IN {_IDS} ORDER BY id)",
                 (claimed,),
@@ -287,66 +327,59 @@ class Spool:
             start = end
         return records
 
+    def _write_statement(self, sql: str, parameters: Sequence[object]) -> int:
+        """Run one statement that writes (its own transaction); return the rows it changed."""
+        with self._use() as db, self._writing:
+            return db.execute(sql, parameters).rowcount
+
+    def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple]:
+        with self._use() as db:
+            return db.execute(sql, parameters).fetchall()
+
     def reclaim_from_dead_owners(self) -> int:
         """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
-        with self._lock:
-            db = self._db()
-            owners = [row[0] for row in db.execute("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
-            dead = [owner for owner in owners if _owner_is_dead(owner)]
-            if not dead:
-                return 0
-            return db.execute(
-                "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),)
-            ).rowcount
+        owners = [row[0] for row in self._read("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
+        dead = [owner for owner in owners if _owner_is_dead(owner)]
+        if not dead:
+            return 0
+        return self._write_statement(
+            "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),))
 
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
-        until = time.time() + lease_s
-        with self._lock:
-            self._db().execute(
-                f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
-                (owner, until, _json_ids(ids)),
-            )
+        self._write_statement(
+            f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
+            (owner, time.time() + lease_s, _json_ids(ids)),
+        )
 
     def release(self, ids: Iterable[int]) -> None:
         """Give records back so any process may claim them at once (used when stopping)."""
-        with self._lock:
-            self._db().execute(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(ids),))
+        self._write_statement(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(ids),))
 
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
-        with self._lock:
-            return self._db().execute(
-                "SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, time.time())
-            ).fetchone()[0]
+        return self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, time.time()))[0][0]
 
     def release_owner(self, owner: str) -> None:
-        with self._lock:
-            self._db().execute("DELETE FROM leases WHERE owner = ?", (owner,))
+        self._write_statement("DELETE FROM leases WHERE owner = ?", (owner,))
 
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
-        with self._lock:
-            self._db().execute(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
+        self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
 
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
-        with self._lock:
-            return tuple(self._db().execute("SELECT events, bytes FROM totals").fetchone())  # type: ignore[return-value]
+        return self._read("SELECT events, bytes FROM totals")[0]  # type: ignore[return-value]
 
     def claimable(self) -> int:
-        with self._lock:
-            return self._db().execute(
-                f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (time.time(),)
-            ).fetchone()[0]
+        return self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (time.time(),))[0][0]
 
     def state(self) -> list[EndpointState]:
         now = time.time()
-        with self._lock:
-            rows = self._db().execute(
-                f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
-                "FROM records GROUP BY endpoint ORDER BY endpoint",
-                (now,),
-            ).fetchall()
+        rows = self._read(
+            f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
+            "FROM records GROUP BY endpoint ORDER BY endpoint",
+            (now,),
+        )
         return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
                 for endpoint, count, size, leased, oldest in rows]
 
