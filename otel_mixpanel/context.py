@@ -130,7 +130,7 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     if http.referer:
         properties.update(referrer_properties(http.referer, sensitive))
     scheme, host, path, query = http.scheme, http.host, http.path, http.query
-    short = sum(len(part) for part in (scheme, host, path, query) if part) <= _CACHED_URL_LENGTH
+    short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
     properties.update(page.every_event)
     properties.update(location)

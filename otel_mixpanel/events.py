@@ -92,7 +92,8 @@ class EventBuilder:
             return False
         if settings.page_view_include and not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_include):
             return False
-        return not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude)
+        return not (settings.page_view_exclude
+                    and any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude))
 
     def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
                properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:

@@ -135,11 +135,16 @@ _FORWARDED_HEADER = _header_keys("forwarded")
 _REFERER_HEADER = _header_keys("referer")
 
 
-
 def _header(get: Callable[[str], Any], keys: tuple[str, str]) -> tuple[str, ...]:
     for key in keys:
         value = get(key)
         if value is None:
+            continue
+        if type(value) is str or (isinstance(value, (list, tuple)) and len(value) == 1):
+            # One value, as instrumentation records nearly every header.
+            text = _text(value)
+            if text:
+                return (text,)
             continue
         values = value if isinstance(value, (list, tuple)) else (value,)
         texts = tuple(t for t in (_text(v) for v in values) if t)
