@@ -91,7 +91,8 @@ def with_exporter(requests: int) -> Outage:
         exporter.force_flush(30_000)
         sent_before = exporter.sender.stats.sent
         result = _outage(server, lambda batch: exporter.export(batches[batch]), len(batches),
-                         lambda: exporter.sender.spool.pending()[0] == 0,
+                         # Spool empty, and no delivery thread still holding the batch it just sent.
+                         lambda: exporter.sender.spool.pending()[0] == 0 and exporter.force_flush(1000),
                          lambda: exporter.sender.stats.sent - sent_before)
         accepted, _ = server.accepted("/import")
         if accepted != result.events:

@@ -53,7 +53,7 @@ class Sizes:
     outage_requests: int
 
 
-FULL = Sizes(requests=30_000, repeats=3, path_requests=6_000, path_rounds=5, outage_requests=6_000)
+FULL = Sizes(requests=30_000, repeats=5, path_requests=6_000, path_rounds=5, outage_requests=6_000)
 SMOKE = Sizes(requests=300, repeats=1, path_requests=300, path_rounds=1, outage_requests=600)
 
 
