@@ -36,6 +36,7 @@ from benchmarks.workload import (
     make_visits,
     shop_app,
 )
+from otel_mixpanel.config import SETTINGS_BY_NAME
 
 REALISTIC_LATENCY_MS = 30.0
 # Requests a second offered to the app on the request path: a busy Python worker. Back to back
@@ -278,7 +279,9 @@ def request_path(sizes: Sizes, log: Callable[[str], None]) -> dict[str, tuple[fl
                 return instrumented_round(NoOpExporter(), requests)
             if variant == "helper":
                 return helper_round(server, requests)
-            spooled = Spooled(server.url)
+            # Default settings throughout, as an application runs it (the throughput runs shorten the
+            # schedule delay, which would wake the sender a hundred times a second here).
+            spooled = Spooled(server.url, schedule_delay_ms=SETTINGS_BY_NAME["schedule_delay_ms"].default)
             try:
                 return instrumented_round(spooled.exporter, requests)
             finally:
