@@ -187,7 +187,7 @@ class Spool:
         self._open_all()
 
     def _open_all(self) -> None:
-        self._main = _Connection(self._open)
+        self._main = _Connection(self._open_for_delivery)
         self._intake = _Connection(self._open) if self.path is not None else self._main
         self._writing = threading.Lock()
 
@@ -227,6 +227,13 @@ class Spool:
             connection.execute("PRAGMA synchronous=NORMAL")
         connection.executescript(_SCHEMA)
         self.ever_opened = True
+        return connection
+
+    def _open_for_delivery(self) -> sqlite3.Connection:
+        connection = self._open()
+        if self.path is not None:
+            # The delivery side checkpoints after each removal, outside the write lock (see remove).
+            connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
     def _channels(self) -> list[_Connection]:
@@ -365,6 +372,12 @@ class Spool:
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
         self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
+        if self.path is not None:
+            # Copy the WAL into the database now, on a delivery thread and outside the write lock,
+            # rather than in whichever commit crosses SQLite's threshold, often the exporting
+            # thread's, holding the write lock for milliseconds. A passive checkpoint never waits.
+            with self._use() as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
