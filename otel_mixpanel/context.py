@@ -57,7 +57,9 @@ def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
 
 
 def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
-    spans = trace.spans if trace.root is None else [trace.root] + [s for s in trace.spans if s is not trace.root]
+    spans = trace.spans
+    if trace.root is not None and len(spans) > 1:
+        spans = [trace.root] + [s for s in spans if s is not trace.root]
     return [(span, _attributes(span)) for span in spans]
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from typing import Any, Iterator, Mapping, NamedTuple
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 
 from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
@@ -45,6 +45,17 @@ def insert_id(trace_id: int, span_id: int, slot: str) -> str:
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
+def _span_events(span: ReadableSpan) -> Sequence[Event]:
+    """The span's events. ``span.events`` copies the SDK's list under a lock: most spans have
+    none, and asking the list its length first costs a fraction of that."""
+    try:
+        if len(span._events) == 0:
+            return ()
+    except (AttributeError, TypeError):
+        pass
+    return span.events
+
+
 def _own_properties(attributes: Any) -> dict[str, Any]:
     """A business event's attributes as properties, less those that identity and deduplication rest on."""
     properties = safe_properties(attributes)
@@ -71,7 +82,7 @@ class EventBuilder:
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
                               {**context.properties, **context.page}, identity)
         for span in trace.spans:
-            for index, span_event in enumerate(span.events):
+            for index, span_event in enumerate(_span_events(span)):
                 if span_event.name == IDENTIFY_EVENT:
                     yield from self._identify(span, index, span_event.timestamp, context)
                 elif span_event.name == SET_PROFILE_EVENT:
