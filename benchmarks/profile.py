@@ -25,7 +25,6 @@ CALLER_STAGES = (
     ("spans -> request context (attributes, user agent, IP, referrer, campaign, page)", "context.py", "build_context"),
     ("context -> Mixpanel events", "events.py", "messages"),
     ("events -> JSON", "exporter.py", "_dumps"),
-    ("sender re-reads each record (json.loads + dumps)", "sender.py", "_records"),
     ("SQLite spool insert", "spool.py", "put_many"),
 )
 SENDER_STAGES = (
