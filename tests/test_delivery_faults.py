@@ -35,7 +35,9 @@ def test_transient_faults_end_with_every_event_delivered_once(server, make_sende
     assert_exactly_once(server, insert_ids(items))
     stats = sender.stats
     assert stats.sent == 25 and stats.rejected == 0 and stats.dropped == 0
-    assert stats.retried >= 10 if faults[0].kind != "slow" else stats.retried > 0
+    # Each fault fails a whole request, one claimed batch: 10 records, or the last 5 (the four
+    # delivery threads' requests may reach the server in any order).
+    assert stats.retried >= 5 if faults[0].kind != "slow" else stats.retried > 0
     assert sender.spool.pending() == (0, 0)
 
 

@@ -98,7 +98,9 @@ def spans():
 
 
 def server_spans(exporter: InMemorySpanExporter):
-    return [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    """Server spans in request order. They end when the server closes the response, which can be
+    after the client, already answered, has sent its next request: their order of ending can differ."""
+    return sorted((s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER), key=lambda s: s.start_time)
 
 
 def hello_app(environ, start_response):

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from otel_mixpanel import api
 from otel_mixpanel.web import current_device_id, reset_device_id
 from otel_mixpanel.web.device_id import valid_device_id
-from test_web import Browser, serve
+from test_web import Browser, serve, server_spans
 
 
 def home(request):
@@ -88,8 +88,7 @@ def test_django_cookie_span_attributes_helpers_and_logout(django_app):
         _, _, after = browser.get(url + "/")
     assert after != device and browser.cookie("did") == after
 
-    home_span, login_span, logout_span, home_again = [
-        s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    home_span, login_span, logout_span, home_again = server_spans(exporter)
     assert home_span.attributes["enduser.pseudo.id"] == device
     assert home_span.attributes["http.request.header.referer"] == ("https://www.bing.com/search?q=shoes",)
     assert home_span.attributes["http.request.header.x-forwarded-for"] == ("198.51.100.4",)
@@ -102,6 +101,7 @@ def test_django_cookie_span_attributes_helpers_and_logout(django_app):
 
 
 OUR_MIDDLEWARE = "otel_mixpanel.web.django.MixpanelMiddleware"
+
 COMMON = "django.middleware.common.CommonMiddleware"
 
 
@@ -140,7 +140,7 @@ def test_django_middleware_works_whichever_way_tracing_is_set_up(django_settings
         settings.MIDDLEWARE = saved
         provider.shutdown()
 
-    home, login = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    home, login = server_spans(exporter)
     assert valid_device_id(device) == device and browser.cookie("did") == device
     assert home.attributes["enduser.pseudo.id"] == device
     assert home.attributes["http.request.header.referer"] == ("https://www.google.com/",)
