@@ -14,7 +14,6 @@ from django.views.decorators.csrf import csrf_exempt
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
 from otel_mixpanel import api
 from otel_mixpanel.web import current_device_id, reset_device_id
