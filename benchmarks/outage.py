@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import time
@@ -143,6 +144,12 @@ def with_helper(requests: int) -> Outage:
     finally:
         server.stop()
     return result
+
+
+def median(results: list[Outage]) -> Outage:
+    """Each figure's median over repeated runs of one side."""
+    return Outage(**{field.name: statistics.median(getattr(result, field.name) for result in results)
+                     for field in dataclasses.fields(Outage)})
 
 
 def measure(side: str, requests: int) -> Outage:

@@ -52,10 +52,13 @@ class Sizes:
     path_requests: int
     path_rounds: int
     outage_requests: int
+    outage_repeats: int
 
 
-FULL = Sizes(requests=30_000, repeats=5, path_requests=6_000, path_rounds=5, outage_requests=6_000)
-SMOKE = Sizes(requests=300, repeats=1, path_requests=300, path_rounds=1, outage_requests=600)
+FULL = Sizes(requests=30_000, repeats=5, path_requests=6_000, path_rounds=5, outage_requests=6_000,
+             outage_repeats=3)
+SMOKE = Sizes(requests=300, repeats=1, path_requests=300, path_rounds=1, outage_requests=600,
+              outage_repeats=1)
 
 
 @dataclass
@@ -339,8 +342,8 @@ def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
                     "req/s", helper, "higher"))
     everything_ours, everything_theirs = ours + ours_slow, theirs + theirs_slow
     rows.append(Row("Request body bytes per event",
-                    sum(d.body_bytes for d in everything_ours) / sum(d.events for d in everything_ours),
-                    sum(d.body_bytes for d in everything_theirs) / sum(d.events for d in everything_theirs),
+                    statistics.median(d.body_bytes / d.events for d in everything_ours),
+                    statistics.median(d.body_bytes / d.events for d in everything_theirs),
                     "B", helper, "lower", 0.1))
     log("request path")
     path = request_path(sizes, log)
@@ -353,9 +356,12 @@ def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
     rows.append(Row(f"Request latency, p99, vs helper in the handler ({REALISTIC_LATENCY_MS:g} ms server)",
                     path["mixpanel"][1], path["helper"][1], "us", "no-op exporter + " + helper, "lower"))
     log("Mixpanel down, then back")
-    mine, helper_outage = outage.measure("exporter", sizes.outage_requests), outage.measure("helper", sizes.outage_requests)
-    log(f"  otel-mixpanel {mine}")
-    log(f"  helper {helper_outage}")
+    runs: dict[str, list[outage.Outage]] = {"exporter": [], "helper": []}
+    for repeat in range(sizes.outage_repeats):
+        for side, results in runs.items():
+            results.append(outage.measure(side, sizes.outage_requests))
+            log(f"  {side}, repeat {repeat + 1}: {results[-1]}")
+    mine, helper_outage = outage.median(runs["exporter"]), outage.median(runs["helper"])
     kib = 1024
     rows.append(Row(f"Heap growth, 2nd half of outage ({mine.events} / {helper_outage.events} events in all)",
                     mine.heap_growth / kib, helper_outage.heap_growth / kib, "KiB", helper, "lower", 0.05))
