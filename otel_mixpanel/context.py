@@ -39,6 +39,9 @@ class RequestContext(NamedTuple):
     properties: Mapping[str, Any] = MappingProxyType({})
     # On the page view only: the web SDK's current_url_* page properties, already JSON-safe.
     page: Mapping[str, Any] = MappingProxyType({})
+    # No person's browser sent the request (health checker, script, HTTP library, no User-Agent):
+    # see otel_mixpanel.enrich.user_agent. False when there is no HTTP request.
+    is_automated: bool = False
 
 
 def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
@@ -120,11 +123,9 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
         return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
 
     properties: dict[str, Any] = {}
-    is_bot = http.synthetic
-    if http.user_agent:
-        parsed = parse_user_agent(http.user_agent)
-        properties.update(parsed.properties)
-        is_bot = is_bot or parsed.is_spider
+    parsed = parse_user_agent(http.user_agent)
+    properties.update(parsed.properties)
+    is_bot = http.synthetic or parsed.is_bot
     ip = client_ip(http.peer_address, http.forwarded_for, http.forwarded, settings.trusted_proxies)
     ip = anonymise(ip, settings.ip_mode) if ip else None
     if ip:
@@ -140,4 +141,4 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     if http.route:
         page_view = {**page_view, "http_route": json_safe(http.route)}
     return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot,
-                          properties, page_view)
+                          properties, page_view, is_automated=parsed.is_automated)

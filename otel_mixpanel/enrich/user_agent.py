@@ -1,36 +1,100 @@
-"""Browser, OS and device from the User-Agent header, with ua-parser (uap-core's rules).
+"""Browser, OS and device from the User-Agent header, and who sent it: a person, a crawler or a script.
 
-Values are named as ua-parser names them (``Chrome Mobile``, ``iOS``, ``iPhone``), as
-Mixpanel's own server-side guidance does; anything ua-parser cannot tell is left out
-rather than sent as "Other". Results are cached per user agent: a site sees few
-distinct ones, and the native backend parses a new one in tens of microseconds.
+Values are named as ua-parser names them (``Chrome Mobile``, ``iOS``, ``iPhone``); anything
+ua-parser cannot tell is left out rather than sent as "Other".
+
+Two classifications come with every parse:
+
+- ``is_bot``: a crawler, as ua-parser (device family ``Spider``) or mixpanel-js 2.83.0's own
+  blocked list (``BLOCKED_UA_STRS`` in src/utils.js, the agents its ``_.isBlockedUA`` refuses
+  to track) knows it. The web SDK sends nothing at all for these.
+- ``is_automated``: a client that is no person's browser: health checkers, command-line tools
+  and HTTP libraries, or no User-Agent at all. Such requests are real traffic (their business
+  events count) but no page is being viewed and nobody's device is behind them.
+
+Results are cached per user agent, cut to ``MAX_USER_AGENT_LENGTH`` characters first, so the
+cache holds at most ``CACHE_ENTRIES`` keys of bounded length whatever clients send.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import ua_parser
 
 from otel_mixpanel.limits import safe_properties
 
-# Far beyond any real browser's header; longer input is cut before parsing so that a
-# hostile header cannot make every request pay for a long regular-expression scan.
+# Far beyond any real browser's header. Longer input is cut before it is parsed or becomes a
+# cache key: a hostile header can neither make a request pay for a long regular-expression
+# scan nor pin its size in the cache.
 MAX_USER_AGENT_LENGTH = 1024
+CACHE_ENTRIES = 4096
 UNKNOWN = "Other"
+
+# mixpanel-js 2.83.0, src/utils.js BLOCKED_UA_STRS, matched as it does: anywhere, case-insensitive.
+MIXPANEL_BLOCKED_AGENTS = (
+    "ahrefsbot", "ahrefssiteaudit", "amazonbot", "baiduspider", "bingbot", "bingpreview",
+    "chrome-lighthouse", "facebookexternal", "petalbot", "pinterest", "screaming frog",
+    "yahoo! slurp", "yandex",
+    "adsbot-google", "apis-google", "duplexweb-google", "feedfetcher-google", "google favicon",
+    "google web preview", "google-read-aloud", "googlebot", "googleweblight",
+    "mediapartners-google", "storebot-google",
+)
+
+# Clients that announce themselves by their first product token: HTTP libraries and tools.
+_AUTOMATED_PRODUCTS = (
+    "curl", "wget", "httpie", "python-requests", "python-httpx", "python-urllib", "python-urllib3",
+    "python", "aiohttp", "okhttp", "java", "apache-httpclient", "jakarta commons-httpclient",
+    "go-http-client", "node-fetch", "node", "undici", "axios", "got", "deno", "bun", "postmanruntime",
+    "insomnia", "libwww-perl", "lwp-request", "ruby", "faraday", "guzzlehttp", "restsharp",
+    "dart", "reqwest", "hyper", "k6", "apachebench", "jmeter", "locust", "wrk", "hey",
+    "kube-probe", "elb-healthchecker", "googlehc", "envoy", "consul health check",
+    "prometheus", "blackbox-exporter", "zabbix", "check_http", "nagios", "datadog agent",
+)
+_AUTOMATED_PREFIX = re.compile(
+    r"(?:" + "|".join(re.escape(product) for product in _AUTOMATED_PRODUCTS) + r")(?:[/ ;(]|$)",
+    re.IGNORECASE,
+)
+# Health checkers and uptime monitors that put their name later in a browser-like string.
+_AUTOMATED_ANYWHERE = re.compile(
+    r"HealthCheck|Health-Check|Health Check|kube-probe|GoogleStackdriverMonitoring|"
+    r"DatadogSynthetics|Datadog/Synthetics|NewRelicSynthetics|Pingdom|UptimeRobot|StatusCake|"
+    r"Site24x7",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
 class ParsedUserAgent:
-    properties: dict[str, Any]
-    is_spider: bool
+    """What one User-Agent says. ``properties`` may be shared between requests: never change it."""
+
+    properties: Mapping[str, Any]
+    # A crawler: never tracked unless OTEL_EXPORTER_MIXPANEL_TRACK_BOTS is set.
+    is_bot: bool
+    # Not a person's browser (health checker, script, HTTP library, no User-Agent): no page
+    # views and no new device ids, but its business events count. Independent of is_bot.
+    is_automated: bool
 
 
-@lru_cache(maxsize=4096)
-def parse_user_agent(user_agent: str) -> ParsedUserAgent:
-    result = ua_parser.parse(user_agent[:MAX_USER_AGENT_LENGTH])
+NO_USER_AGENT = ParsedUserAgent(MappingProxyType({}), is_bot=False, is_automated=True)
+
+
+def parse_user_agent(user_agent: str | None) -> ParsedUserAgent:
+    """Properties and classification of a User-Agent header; empty or missing means a script."""
+    if not user_agent or user_agent.isspace():
+        return NO_USER_AGENT
+    return _parse_bounded(user_agent[:MAX_USER_AGENT_LENGTH])
+
+
+@lru_cache(maxsize=CACHE_ENTRIES)
+def _parse_bounded(user_agent: str) -> ParsedUserAgent:
+    # The native backend needs UTF-8: a lone surrogate (possible in a hand-set attribute,
+    # never in a decoded header) would make it raise.
+    result = ua_parser.parse(user_agent.encode("utf-8", "replace").decode("utf-8"))
     properties: dict[str, Any] = {}
     browser = result.user_agent
     if browser is not None and browser.family != UNKNOWN:
@@ -43,7 +107,25 @@ def parse_user_agent(user_agent: str) -> ParsedUserAgent:
     device = result.device
     if device is not None and device.family != UNKNOWN:
         properties["$device"] = device.family
-    return ParsedUserAgent(safe_properties(properties), device is not None and device.family == "Spider")
+    is_spider = device is not None and device.family == "Spider"
+    return ParsedUserAgent(
+        MappingProxyType(safe_properties(properties)),
+        is_bot=is_spider or is_mixpanel_blocked(user_agent),
+        is_automated=is_automated_client(user_agent),
+    )
+
+
+def is_mixpanel_blocked(user_agent: str) -> bool:
+    """mixpanel-js's ``_.isBlockedUA``: the crawlers its web SDK never tracks."""
+    lowered = user_agent.lower()
+    return any(agent in lowered for agent in MIXPANEL_BLOCKED_AGENTS)
+
+
+def is_automated_client(user_agent: str) -> bool:
+    """A health checker, command-line tool or HTTP library, by its product token or its name."""
+    stripped = user_agent.strip()
+    return (not stripped or _AUTOMATED_PREFIX.match(stripped) is not None
+            or _AUTOMATED_ANYWHERE.search(stripped) is not None)
 
 
 def _browser_version(major: str | None, minor: str | None) -> float | None:
