@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -236,7 +236,7 @@ def env_name(setting: Setting) -> str:
 
 
 def _argument(setting: Setting, value: Any) -> Any:
-    """A constructor argument, checked by the same rules as its environment variable."""
+    """A value given in code, checked by the same rules as its environment variable."""
     if isinstance(value, (list, tuple, set, frozenset)):
         value = ",".join(str(item) for item in value)
     if isinstance(value, (str, int, float)):
@@ -244,38 +244,55 @@ def _argument(setting: Setting, value: Any) -> Any:
     return value
 
 
+def _default(name: str) -> Any:
+    return SETTINGS_BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class Settings:
-    token: str | None = None
-    endpoint: str = "https://api.mixpanel.com"
-    api_secret: str | None = None
-    service_account_username: str | None = None
-    service_account_secret: str | None = None
-    project_id: str | None = None
-    events_api: str = "auto"
-    id_merge: str = "simplified"
-    page_views: bool = True
-    page_view_event: str = "$mp_web_page_view"
-    page_view_include: tuple[str, ...] = ()
-    page_view_exclude: tuple[str, ...] = ()
-    static_extensions: tuple[str, ...] = SETTINGS_BY_NAME["static_extensions"].default
-    excluded_events: tuple[str, ...] = ("exception",)
-    track_bots: bool = False
-    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
-    ip_mode: str = "full"
-    redact_query_params: tuple[str, ...] = SETTINGS_BY_NAME["redact_query_params"].default
-    trace_wait_ms: int = 60_000
-    spool: str = "sqlite"
-    spool_dir: str | None = None
-    spool_max_events: int = 1_000_000
-    spool_max_bytes: int = 256 * 1024 * 1024
-    batch_size: int = 2000
-    max_request_bytes: int = 1024 * 1024
-    schedule_delay_ms: int = 1000
-    timeout_ms: int = 10_000
-    retry_initial_ms: int = 2000
-    retry_max_ms: int = 60_000
-    compression: str = "gzip"
+    """Every setting, typed. Defaults come from ``SETTINGS``; a value given here (a string as it
+    would stand in the environment, or a typed value) is parsed and checked like the variable."""
+
+    token: str | None = _default("token")
+    endpoint: str = _default("endpoint")
+    api_secret: str | None = _default("api_secret")
+    service_account_username: str | None = _default("service_account_username")
+    service_account_secret: str | None = _default("service_account_secret")
+    project_id: str | None = _default("project_id")
+    events_api: str = _default("events_api")
+    id_merge: str = _default("id_merge")
+    page_views: bool = _default("page_views")
+    page_view_event: str = _default("page_view_event")
+    page_view_include: tuple[str, ...] = _default("page_view_include")
+    page_view_exclude: tuple[str, ...] = _default("page_view_exclude")
+    static_extensions: tuple[str, ...] = _default("static_extensions")
+    excluded_events: tuple[str, ...] = _default("excluded_events")
+    track_bots: bool = _default("track_bots")
+    trusted_proxies: TrustedProxies = _default("trusted_proxies")
+    ip_mode: str = _default("ip_mode")
+    redact_query_params: tuple[str, ...] = _default("redact_query_params")
+    trace_wait_ms: int = _default("trace_wait_ms")
+    spool: str = _default("spool")
+    spool_dir: str | None = _default("spool_dir")
+    spool_max_events: int = _default("spool_max_events")
+    spool_max_bytes: int = _default("spool_max_bytes")
+    batch_size: int = _default("batch_size")
+    max_request_bytes: int = _default("max_request_bytes")
+    schedule_delay_ms: int = _default("schedule_delay_ms")
+    timeout_ms: int = _default("timeout_ms")
+    retry_initial_ms: int = _default("retry_initial_ms")
+    retry_max_ms: int = _default("retry_max_ms")
+    compression: str = _default("compression")
+
+    def __post_init__(self) -> None:
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if value is not None and value is not setting.default:
+                # Frozen: the parsed value replaces the given one once, here, before anyone sees it.
+                object.__setattr__(self, setting.name, _argument(setting, value))
+        if self.spool_dir is None:
+            object.__setattr__(self, "spool_dir", _default_spool_dir())
+        self.validate()
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -289,14 +306,10 @@ class Settings:
         for setting in SETTINGS:
             variable = env_name(setting)
             if setting.name in overrides:
-                values[setting.name] = _argument(setting, overrides[setting.name])
+                values[setting.name] = overrides[setting.name]
             elif environ.get(variable, "").strip():
                 values[setting.name] = setting.parse(variable, environ[variable])
-        if values.get("spool_dir") is None:
-            values["spool_dir"] = _default_spool_dir()
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return cls(**values)
 
     def validate(self) -> None:
         username, secret = self.service_account_username, self.service_account_secret

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
-from otel_mixpanel.config import Settings
+from otel_mixpanel.config import SETTINGS_BY_NAME, Settings, TrustedProxies
 from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.events import EVENTS, EventBuilder, Message
@@ -37,13 +37,47 @@ NO_IDENTITY_ADVICE = (
 class MixpanelSpanExporter(SpanExporter):
     """Sends what spans say about requests and business events to Mixpanel.
 
-    Every keyword argument is a setting of ``otel_mixpanel.config.SETTINGS`` (e.g.
-    ``token``, ``endpoint``, ``id_merge``); settings not given come from the
-    ``OTEL_EXPORTER_MIXPANEL_*`` environment variables, else their defaults.
+    Every keyword argument is a setting of ``otel_mixpanel.config.SETTINGS``, documented in
+    docs/configuration.md; one left as None comes from its ``OTEL_EXPORTER_MIXPANEL_*``
+    environment variable, else its default. A text value is parsed as the variable would be.
     """
 
-    def __init__(self, **settings: Any) -> None:
-        self._settings = Settings.load(settings)
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        endpoint: str | None = None,
+        api_secret: str | None = None,
+        service_account_username: str | None = None,
+        service_account_secret: str | None = None,
+        project_id: str | None = None,
+        events_api: str | None = None,
+        id_merge: str | None = None,
+        page_views: bool | str | None = None,
+        page_view_event: str | None = None,
+        page_view_include: Sequence[str] | str | None = None,
+        page_view_exclude: Sequence[str] | str | None = None,
+        static_extensions: Sequence[str] | str | None = None,
+        excluded_events: Sequence[str] | str | None = None,
+        track_bots: bool | str | None = None,
+        trusted_proxies: TrustedProxies | int | Sequence[str] | str | None = None,
+        ip_mode: str | None = None,
+        redact_query_params: Sequence[str] | str | None = None,
+        trace_wait_ms: int | str | None = None,
+        spool: str | None = None,
+        spool_dir: str | None = None,
+        spool_max_events: int | str | None = None,
+        spool_max_bytes: int | str | None = None,
+        batch_size: int | str | None = None,
+        max_request_bytes: int | str | None = None,
+        schedule_delay_ms: int | str | None = None,
+        timeout_ms: int | str | None = None,
+        retry_initial_ms: int | str | None = None,
+        retry_max_ms: int | str | None = None,
+        compression: str | None = None,
+    ) -> None:
+        arguments = {name: value for name, value in locals().items() if name in SETTINGS_BY_NAME}
+        self._settings = Settings.load(arguments)
         self._sensitive = frozenset(self._settings.redact_query_params)
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
         self._builder = EventBuilder(self._settings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
 import os
 import re
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 
 import otel_mixpanel
 from conftest import quick_delivery
-from otel_mixpanel.config import SETTINGS, ConfigError, Settings, env_name
+from otel_mixpanel.config import SETTINGS, SETTINGS_BY_NAME, ConfigError, Settings, env_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -81,6 +83,35 @@ def test_secrets_never_appear_in_reprs_or_errors():
     with pytest.raises(ConfigError) as error:
         Settings.load({"token": "TOKEN-S3CRET", "events_api": "import", "project_id": "42"})
     assert "TOKEN-S3CRET" not in str(error.value)
+
+
+def test_the_exporter_takes_every_setting_as_a_keyword_and_nothing_else():
+    parameters = inspect.signature(otel_mixpanel.MixpanelSpanExporter.__init__).parameters
+    keywords = {name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    missing, extra = set(SETTINGS_BY_NAME) - keywords, keywords - set(SETTINGS_BY_NAME)
+    assert not missing, f"add {sorted(missing)} to MixpanelSpanExporter.__init__ as keyword-only parameters"
+    assert not extra, f"{sorted(extra)} are parameters of MixpanelSpanExporter but not settings"
+    assert all(parameters[name].default is None for name in keywords)
+    with pytest.raises(TypeError):
+        otel_mixpanel.MixpanelSpanExporter(tokn="typo")
+
+
+def test_settings_take_their_defaults_from_the_table_and_parse_what_is_given():
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    assert set(fields) == set(SETTINGS_BY_NAME), "Settings and config.SETTINGS must declare the same settings"
+    for setting in SETTINGS:
+        if setting.name != "spool_dir":
+            assert fields[setting.name].default == setting.default, setting.name
+    settings = Settings(token="t", batch_size="500", trusted_proxies="10.0.0.0/8", static_extensions=["CSS", ".js"],
+                        page_views="off")
+    assert settings.batch_size == 500 and not settings.page_views
+    assert settings.static_extensions == (".css", ".js")
+    assert [str(n) for n in settings.trusted_proxies.networks] == ["10.0.0.0/8"]
+    assert settings.spool_dir
+    with pytest.raises(ConfigError, match="argument batch_size='5000'.*at most 2000"):
+        Settings(token="t", batch_size=5000)
+    with pytest.raises(ConfigError, match="argument id_merge"):
+        Settings(token="t", id_merge="sometimes")
 
 
 def test_every_setting_is_documented_with_its_variable_default_and_unit():
