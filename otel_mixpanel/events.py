@@ -6,7 +6,6 @@ the same messages, down to ``$insert_id``, so a message sent twice is deduplicat
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
@@ -18,6 +17,7 @@ from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
+from otel_mixpanel.page_views import is_page_view
 
 LIBRARY = "otel-mixpanel"
 LIBRARY_VERSION = "0.1.0"
@@ -78,7 +78,7 @@ class EventBuilder:
             return
         identity = identity_properties(self._settings.id_merge, context.device_id, context.user_id)
         server_span = context.server_span
-        if server_span is not None and self._is_page_view(context):
+        if server_span is not None and is_page_view(context.http, self._settings):
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
                               {**context.properties, **context.page}, identity)
         for span in trace.spans:
@@ -90,21 +90,6 @@ class EventBuilder:
                 elif span_event.name and span_event.name not in self._excluded:
                     yield self._event(span_event.name, span, str(index), span_event.timestamp,
                                       {**context.properties, **_own_properties(span_event.attributes)}, identity)
-
-    def _is_page_view(self, context: RequestContext) -> bool:
-        http = context.http
-        settings = self._settings
-        if not settings.page_views or http is None or http.method != "GET":
-            return False
-        if http.status_code is None or not 200 <= http.status_code < 300 or http.path is None:
-            return False
-        path = http.path
-        if path.lower().endswith(settings.static_extensions):
-            return False
-        if settings.page_view_include and not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_include):
-            return False
-        return not (settings.page_view_exclude
-                    and any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude))
 
     def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
                properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:
