@@ -21,6 +21,7 @@ from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_properties
+from otel_mixpanel.span_reads import ended_span_attributes
 from otel_mixpanel.spans import HttpFacts, read_http, read_identity
 
 
@@ -44,26 +45,11 @@ class RequestContext(NamedTuple):
     is_automated: bool = False
 
 
-def _attributes(span: ReadableSpan) -> Mapping[str, Any]:
-    """A finished span's attributes as a plain dict, read-only.
-
-    ``span.attributes`` is a ``MappingProxyType`` over the SDK's ``BoundedAttributes``, where
-    every lookup, and every missed one above all, costs several times a dict's. An ended span's
-    ``BoundedAttributes`` is immutable, so its inner dict can be read as it is; anything else
-    (another SDK version, a hand-made span) is copied.
-    """
-    bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
-    if type(inner) is dict and getattr(bounded, "_immutable", False):
-        return inner
-    return dict(span.attributes or {})
-
-
 def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
     spans = trace.spans
     if trace.root is not None and len(spans) > 1:
         spans = [trace.root] + [s for s in spans if s is not trace.root]
-    return [(span, _attributes(span)) for span in spans]
+    return [(span, ended_span_attributes(span)) for span in spans]
 
 
 def _server_request(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]

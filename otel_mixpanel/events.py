@@ -7,15 +7,16 @@ the same messages, down to ``$insert_id``, so a message sent twice is deduplicat
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple
 
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
+from otel_mixpanel.span_reads import span_events
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
 from otel_mixpanel.page_views import is_page_view
 
@@ -45,17 +46,6 @@ def insert_id(trace_id: int, span_id: int, slot: str) -> str:
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
-def _span_events(span: ReadableSpan) -> Sequence[Event]:
-    """The span's events. ``span.events`` copies the SDK's list under a lock: most spans have
-    none, and asking the list its length first costs a fraction of that."""
-    try:
-        if len(span._events) == 0:
-            return ()
-    except (AttributeError, TypeError):
-        pass
-    return span.events
-
-
 def _own_properties(attributes: Any) -> dict[str, Any]:
     """A business event's attributes as properties, less those that identity and deduplication rest on."""
     properties = safe_properties(attributes)
@@ -82,7 +72,7 @@ class EventBuilder:
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
                               {**context.properties, **context.page}, identity)
         for span in trace.spans:
-            for index, span_event in enumerate(_span_events(span)):
+            for index, span_event in enumerate(span_events(span)):
                 if span_event.name == IDENTIFY_EVENT:
                     yield from self._identify(span, index, span_event.timestamp, context)
                 elif span_event.name == SET_PROFILE_EVENT:
