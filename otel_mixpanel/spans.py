@@ -42,6 +42,7 @@ from opentelemetry.semconv.attributes import (
 from opentelemetry.trace import SpanKind
 
 from otel_mixpanel.limits import truncate_utf8
+from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 REQUEST_HEADER_PREFIX = "http.request.header."
@@ -67,11 +68,6 @@ class HttpFacts(NamedTuple):
     forwarded_for: tuple[str, ...]
     forwarded: tuple[str, ...]
     referer: str | None
-
-
-# Values that Mixpanel refuses as ids, or that mean "nobody" when an application writes them.
-NOT_AN_ID = frozenset({"anon", "anonymous", "null", "nil", "none", "undefined", "unknown", "0", "-1", "[]", "{}",
-                       "<nil>", "lmy47d", "true", "false", "00000000-0000-0000-0000-000000000000"})
 
 
 # Leaves room for the "$device:" prefix within Mixpanel's 255 bytes; real ids are far shorter.
@@ -214,7 +210,7 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
 def identity_text(value: Any) -> str | None:
     """An id Mixpanel can use, or None: placeholders such as "null" or "0" are no id at all."""
     text = _text(value)
-    if text is None or text.lower() in NOT_AN_ID:
+    if text is None or is_placeholder_id(text):
         return None
     return truncate_utf8(text, MAX_ID_BYTES)
 

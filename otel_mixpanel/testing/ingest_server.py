@@ -29,9 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from otel_mixpanel.placeholder_ids import is_placeholder_id
+
 INSERT_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
-BANNED_DISTINCT_IDS = {"anon", "anonymous", "null", "nil", "none", "undefined", "0", "-1", "[]", "{}",
-                       "00000000-0000-0000-0000-000000000000", "lmy47d", "unknown", "<nil>", "true", "false"}
 EARLIEST_MS = 31_536_000_000  # 1971-01-01
 
 
@@ -292,7 +292,7 @@ def _import_problem(record: dict[str, Any]) -> tuple[str, str] | None:
     if "distinct_id" not in properties:
         return ("properties.distinct_id", "'properties.distinct_id' is required")
     distinct_id = str(properties["distinct_id"])
-    if distinct_id.lower() in BANNED_DISTINCT_IDS:
+    if is_placeholder_id(distinct_id):
         return ("properties.distinct_id", f"'{distinct_id}' is not a valid distinct_id")
     if len(properties) >= 255:
         return ("properties", "events must have fewer than 255 properties")

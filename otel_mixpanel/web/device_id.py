@@ -23,6 +23,8 @@ from time import time
 from typing import Any, Mapping
 from urllib.parse import unquote
 
+from otel_mixpanel.placeholder_ids import is_placeholder_id
+
 ENVIRON_KEY = "otel_mixpanel.device"
 DEFAULT_COOKIE_NAME = "otel_mp_device_id"
 ONE_YEAR_SECONDS = 365 * 24 * 3600
@@ -35,9 +37,6 @@ _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _DEVICE_ID = re.compile(r"^[0-9a-fA-F]{1,32}(?:-[0-9a-fA-F]{1,32}){1,7}$")
 _MAX_DEVICE_ID = 100
 _JS_COOKIE = re.compile(r"^mp_.+_mixpanel$")
-# Ids Mixpanel refuses as distinct_id; an event carrying one would be rejected.
-_BANNED_IDS = {"anon", "anonymous", "null", "nil", "none", "undefined", "0", "-1", "unknown",
-               "true", "false", "00000000-0000-0000-0000-000000000000"}
 # A real Cookie header is a few kilobytes at most; past this it is not worth parsing.
 _MAX_COOKIE_HEADER = 16 * 1024
 
@@ -158,7 +157,7 @@ def valid_device_id(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     value = value.strip()
-    if len(value) > _MAX_DEVICE_ID or not _DEVICE_ID.match(value) or value in _BANNED_IDS:
+    if len(value) > _MAX_DEVICE_ID or not _DEVICE_ID.match(value) or is_placeholder_id(value):
         return None
     return value
 
