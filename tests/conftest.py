@@ -106,11 +106,12 @@ class Site:
 
 
 def _make_server(kind: str, app: Callable):
-    if kind == "werkzeug":
+    if kind in ("werkzeug", "dual-stack"):
         # Werkzeug's server passes RAW_URI/REQUEST_URI, as gunicorn and uWSGI do.
         from werkzeug.serving import make_server
 
-        return make_server("127.0.0.1", 0, app, threaded=True)
+        # dual-stack: an IPv6 socket that takes IPv4 connections too, whose peers are IPv4-mapped (::ffff:a.b.c.d).
+        return make_server("::" if kind == "dual-stack" else "127.0.0.1", 0, app, threaded=True)
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     class QuietHandler(WSGIRequestHandler):

@@ -112,3 +112,20 @@ def test_web_middleware_records_what_the_proxy_rule_needs_without_header_capture
     assert props["$referring_domain"] == "www.bing.com" and props["$search_engine"] == "bing"
     assert props["utm_source"] == "ads" and props["current_url_path"] == "/landing"
     assert props["$device_id"] and props["distinct_id"] == f"$device:{props['$device_id']}"
+
+
+def test_ipv4_mapped_peer_is_sent_as_ipv4(site_factory, ingest):
+    # A dual-stack server sees an IPv4 client as ::ffff:127.0.0.1.
+    site = site_factory(text_app, server="dual-stack")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert only_view(ingest)["ip"] == "127.0.0.1"
+
+
+def test_ipv4_mapped_addresses_are_matched_and_sent_as_ipv4_behind_proxies(site_factory, ingest):
+    # The peer ::ffff:127.0.0.1 is in the trusted 127.0.0.0/8; the proxy wrote the client in mapped form.
+    site = site_factory(text_app, server="dual-stack", trusted_proxies="127.0.0.0/8", capture_headers="x-forwarded-for")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME,
+                               "X-Forwarded-For": "6.6.6.6, ::ffff:72.229.28.186, ::ffff:127.0.0.2"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "72.229.28.186"

@@ -18,7 +18,12 @@ _FORWARDED_FOR = re.compile(r'(?i)(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]
 
 
 def parse_address(text: str | None) -> IPAddress | None:
-    """An IP address from a header or attribute value, tolerating ports, brackets and quotes."""
+    """An IP address from a header or attribute value, tolerating ports, brackets and quotes.
+
+    An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, what a dual-stack socket reports for an
+    IPv4 client) is the IPv4 address it carries: that is the client's address, the one
+    Mixpanel can geolocate and trusted-proxy ranges are written in.
+    """
     if not text:
         return None
     value = text.strip().strip('"').strip()
@@ -28,9 +33,12 @@ def parse_address(text: str | None) -> IPAddress | None:
         value = value.split(":", 1)[0]
     value = value.split("%", 1)[0]
     try:
-        return ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _x_forwarded_for_hops(values: tuple[str, ...]) -> list[str]:
