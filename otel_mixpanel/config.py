@@ -139,6 +139,28 @@ def _path(env: str, raw: str) -> str:
     return os.path.expanduser(raw.strip())
 
 
+OUTPUT_MIXPANEL = "mixpanel"
+OUTPUT_CONSOLE = "console"
+OUTPUT_FILE_PREFIX = "file:"
+
+
+def _output(env: str, raw: str) -> str:
+    value = raw.strip()
+    if value.lower() in (OUTPUT_MIXPANEL, OUTPUT_CONSOLE):
+        return value.lower()
+    if value.lower().startswith(OUTPUT_FILE_PREFIX) and value[len(OUTPUT_FILE_PREFIX):].strip():
+        return OUTPUT_FILE_PREFIX + os.path.expanduser(value[len(OUTPUT_FILE_PREFIX):].strip())
+    raise ConfigError(
+        f"{env}={raw!r}: expected mixpanel (send), console (print JSON lines to stderr) "
+        "or file:<path> (append JSON lines to that file)"
+    )
+
+
+def sdk_disabled(environ: Mapping[str, str]) -> bool:
+    """The OpenTelemetry SDK's own off switch, ``OTEL_SDK_DISABLED=true``."""
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def _default_spool_dir() -> str:
     state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state_home, "otel-mixpanel")
@@ -155,6 +177,14 @@ DEFAULT_REDACTED_QUERY_PARAMS = (
 )
 
 SETTINGS: tuple[Setting, ...] = (
+    # On or off, and where records go.
+    Setting("enabled", "ENABLED", True, _flag, "true or false",
+            "false: the exporter drops every span and starts nothing (no spool, no thread); so does "
+            "OTEL_SDK_DISABLED=true. With no token the exporter turns itself off the same way, with a warning."),
+    Setting("output", "OUTPUT", OUTPUT_MIXPANEL, _output, "mixpanel, console or file:<path>",
+            "mixpanel: deliver to the endpoint. console: send nothing, print each event and profile update "
+            "as a JSON line on stderr. file:<path>: the same lines appended to that file. No token needed "
+            "for console or file."),
     # Credentials and where to send.
     Setting("token", "TOKEN", None, _optional_text, "text",
             "Mixpanel project token. Needed unless a service account is set.", secret=True),
@@ -253,6 +283,8 @@ class Settings:
     """Every setting, typed. Defaults come from ``SETTINGS``; a value given here (a string as it
     would stand in the environment, or a typed value) is parsed and checked like the variable."""
 
+    enabled: bool = _default("enabled")
+    output: str = _default("output")
     token: str | None = _default("token")
     endpoint: str = _default("endpoint")
     api_secret: str | None = _default("api_secret")
@@ -309,6 +341,8 @@ class Settings:
                 values[setting.name] = overrides[setting.name]
             elif environ.get(variable, "").strip():
                 values[setting.name] = setting.parse(variable, environ[variable])
+        if sdk_disabled(environ):
+            values["enabled"] = False
         return cls(**values)
 
     def validate(self) -> None:
@@ -320,11 +354,15 @@ class Settings:
             )
         if username and not self.project_id:
             raise ConfigError(f"{ENV_PREFIX}PROJECT_ID is required with a service account")
-        if not self.token and not username:
+        if self.off_reason is None and self.output == OUTPUT_MIXPANEL:
+            self._validate_credentials()
+        if self.retry_max_ms < self.retry_initial_ms:
             raise ConfigError(
-                f"{ENV_PREFIX}TOKEN is not set: expected your Mixpanel project token "
-                "(or a service account with a project id)"
+                f"{ENV_PREFIX}RETRY_MAX_BACKOFF ({self.retry_max_ms} ms) must be at least "
+                f"{ENV_PREFIX}RETRY_INITIAL_BACKOFF ({self.retry_initial_ms} ms)"
             )
+
+    def _validate_credentials(self) -> None:
         if self.events_api == "import" and self.import_auth is None:
             raise ConfigError(
                 f"{ENV_PREFIX}EVENTS_API=import needs credentials: a service account, "
@@ -332,11 +370,20 @@ class Settings:
             )
         if self.events_api == "track" and not self.token:
             raise ConfigError(f"{ENV_PREFIX}EVENTS_API=track needs {ENV_PREFIX}TOKEN")
-        if self.retry_max_ms < self.retry_initial_ms:
-            raise ConfigError(
-                f"{ENV_PREFIX}RETRY_MAX_BACKOFF ({self.retry_max_ms} ms) must be at least "
-                f"{ENV_PREFIX}RETRY_INITIAL_BACKOFF ({self.retry_initial_ms} ms)"
-            )
+
+    @property
+    def off_reason(self) -> str | None:
+        """Why the exporter should drop everything instead of converting, or None when it should run.
+
+        Neither is a configuration error: an application must start (in development, in CI) where
+        no Mixpanel project is set up, and a development output needs no credentials.
+        """
+        if not self.enabled:
+            return f"{ENV_PREFIX}ENABLED=false or OTEL_SDK_DISABLED=true"
+        if self.output == OUTPUT_MIXPANEL and not self.token and not self.service_account_username:
+            return (f"{ENV_PREFIX}TOKEN is not set (nor a service account); set it to your Mixpanel project "
+                    f"token, or {ENV_PREFIX}OUTPUT=console to see the events without sending them")
+        return None
 
     @property
     def import_auth(self) -> tuple[str, str] | None:

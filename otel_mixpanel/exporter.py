@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -19,9 +20,17 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
-from otel_mixpanel.config import SETTINGS_BY_NAME, Settings, TrustedProxies
+from otel_mixpanel.config import (
+    OUTPUT_CONSOLE,
+    OUTPUT_FILE_PREFIX,
+    OUTPUT_MIXPANEL,
+    SETTINGS_BY_NAME,
+    Settings,
+    TrustedProxies,
+)
 from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, EventBuilder, Message
 
 logger = logging.getLogger("otel_mixpanel")
@@ -45,6 +54,8 @@ class MixpanelSpanExporter(SpanExporter):
     def __init__(
         self,
         *,
+        enabled: bool | str | None = None,
+        output: str | None = None,
         token: str | None = None,
         endpoint: str | None = None,
         api_secret: str | None = None,
@@ -82,17 +93,23 @@ class MixpanelSpanExporter(SpanExporter):
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
         self._builder = EventBuilder(self._settings)
         self._events_endpoint = "imports" if self._settings.uses_import else EVENTS
-        self._sender = create_sender(self._settings)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         self._shut_down = False
+        self._off = self._settings.off_reason is not None
+        if self._off:
+            logger.warning("Mixpanel export is off, spans are dropped: %s", self._settings.off_reason)
+            self._sender: Sender = DiscardingSender()
+        else:
+            self._sender = create_sender(self._settings)
+            logger.info("%s", _destination(self._settings))
 
     @property
     def settings(self) -> Settings:
         return self._settings
 
     @property
-    def sender(self):
+    def sender(self) -> Sender:
         """The consumer this exporter delivers through; ``mixpanel.Mixpanel(token, consumer=...)`` can share it."""
         return self._sender
 
@@ -102,6 +119,8 @@ class MixpanelSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut_down:
             return SpanExportResult.FAILURE
+        if self._off:
+            return SpanExportResult.SUCCESS
         try:
             return self._hand_over(self._assembler.add(spans))
         except Exception:
@@ -158,6 +177,22 @@ class MixpanelSpanExporter(SpanExporter):
                 return
             self._warned.add(kind)
         logger.warning(message, exc_info=exc_info)
+
+
+def _destination(settings: Settings) -> str:
+    """Where records go, said once at start: the host (never a credential), the ID Merge mode, the spool."""
+    if settings.output != OUTPUT_MIXPANEL:
+        where = "stderr" if settings.output == OUTPUT_CONSOLE else settings.output[len(OUTPUT_FILE_PREFIX):]
+        return (f"Mixpanel export in development output: nothing is sent, each event and profile update is "
+                f"printed as a JSON line to {where}; ID Merge: {settings.id_merge}")
+    from otel_mixpanel.delivery.spool import spool_path
+
+    parts = urlsplit(settings.endpoint)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    events = "/import" if settings.uses_import else "/track"
+    spool = spool_path(settings) or "in memory (lost if the process dies)"
+    return (f"Mixpanel export: events to {parts.scheme}://{host}{events}, profile updates to /engage; "
+            f"ID Merge: {settings.id_merge}; spool: {spool}")
 
 
 def _dumps(body: dict[str, Any]) -> str:

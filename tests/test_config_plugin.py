@@ -63,8 +63,9 @@ def test_bad_settings_fail_at_start_naming_the_variable(variable, value, expecte
 
 
 def test_missing_credentials_are_explained():
-    with pytest.raises(ConfigError, match="OTEL_EXPORTER_MIXPANEL_TOKEN is not set"):
-        otel_mixpanel.MixpanelSpanExporter()
+    # No token at all is not an error (the exporter turns itself off, see test_switches_and_dev_output.py),
+    # but half a service account is.
+    assert "OTEL_EXPORTER_MIXPANEL_TOKEN is not set" in Settings.load().off_reason
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_MIXPANEL_PROJECT_ID is required"):
         otel_mixpanel.MixpanelSpanExporter(service_account_username="sa", service_account_secret="s")
 

@@ -19,8 +19,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from otel_mixpanel.config import ENV_PREFIX, Settings
+from otel_mixpanel.config import ENV_PREFIX, OUTPUT_MIXPANEL, Settings
 from otel_mixpanel.delivery import metrics
+from otel_mixpanel.delivery.local import PrintingSender
 from otel_mixpanel.delivery.retry import Backoff
 from otel_mixpanel.delivery.spool import Record, Spool, make_owner, open_spool
 from otel_mixpanel.delivery.transport import (
@@ -610,7 +611,10 @@ def _flush_at_exit(ref: weakref.ref[MixpanelSender]) -> None:
         sender.flush(timeout_millis=EXIT_FLUSH_MS)
 
 
-def create_sender(settings: Settings) -> MixpanelSender:
+def create_sender(settings: Settings) -> MixpanelSender | PrintingSender:
+    if settings.output != OUTPUT_MIXPANEL:
+        # Development output: nothing is spooled or sent, so none of the machinery above is started.
+        return PrintingSender(settings)
     return MixpanelSender(settings)
 
 

@@ -8,10 +8,21 @@ trusted hops, and the first address not vouched for by a trusted proxy is the cl
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 
-from otel_mixpanel.config import TrustedProxies
+from otel_mixpanel.config import ENV_PREFIX, TrustedProxies
+
+logger = logging.getLogger("otel_mixpanel")
+UNTRUSTED_FORWARDING_WARNING = (
+    "Requests carry X-Forwarded-For or Forwarded headers, but no proxy is trusted: every Mixpanel event gets "
+    "the address of the nearest proxy (and its location), not the client's. If a proxy or load balancer you "
+    "run adds these headers, set " + ENV_PREFIX + "TRUSTED_PROXIES (its hop count, or its addresses); "
+    "see docs/mapping.md."
+)
+# Said once per process: the same header arrives on every request.
+_warned_untrusted_forwarding = False
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FORWARDED_FOR = re.compile(r'(?i)(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
@@ -71,6 +82,8 @@ def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple
               trusted: TrustedProxies) -> str | None:
     """The client's address as text, or None when nothing usable was recorded."""
     if not trusted.enabled:
+        if forwarded_for or forwarded:
+            _warn_untrusted_forwarding()
         return address_text(peer)
     hops = _forwarded_hops(forwarded) if forwarded else _x_forwarded_for_hops(forwarded_for)
     if not hops:
@@ -89,6 +102,13 @@ def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple
         if not trusted.trusts(address):
             return str(address)
     return address_text(hops[0])
+
+
+def _warn_untrusted_forwarding() -> None:
+    global _warned_untrusted_forwarding
+    if not _warned_untrusted_forwarding:
+        _warned_untrusted_forwarding = True
+        logger.warning(UNTRUSTED_FORWARDING_WARNING)
 
 
 def anonymise(address: str, mode: str) -> str | None:
