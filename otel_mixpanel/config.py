@@ -220,6 +220,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Span events that never become Mixpanel events."),
     Setting("track_bots", "TRACK_BOTS", False, _flag, "true or false",
             "Send events for requests from crawlers and synthetic clients."),
+    Setting("browser_names", "BROWSER_NAMES", "mixpanel", _choice("mixpanel", "ua-parser"), "mixpanel or ua-parser",
+            "How $browser, $os and $device are named: as Mixpanel's web SDK names them (Chrome, Mobile Safari; "
+            "$device only for phones and tablets) or as ua-parser does (Chrome Mobile, Mac)."),
     Setting("trusted_proxies", "TRUSTED_PROXIES", TrustedProxies(), _trusted_proxies,
             "hop count, or comma-separated addresses and CIDRs",
             "Proxies whose X-Forwarded-For / Forwarded entries are believed. Empty: the socket peer is the client."),
@@ -300,6 +303,7 @@ class Settings:
     static_extensions: tuple[str, ...] = _default("static_extensions")
     excluded_events: tuple[str, ...] = _default("excluded_events")
     track_bots: bool = _default("track_bots")
+    browser_names: str = _default("browser_names")
     trusted_proxies: TrustedProxies = _default("trusted_proxies")
     ip_mode: str = _default("ip_mode")
     redact_query_params: tuple[str, ...] = _default("redact_query_params")

@@ -109,7 +109,7 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
         return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
 
     properties: dict[str, Any] = {}
-    parsed = parse_user_agent(http.user_agent)
+    parsed = parse_user_agent(http.user_agent, settings.browser_names)
     properties.update(parsed.properties)
     is_bot = http.synthetic or parsed.is_bot
     ip = client_ip(http.peer_address, http.forwarded_for, http.forwarded, settings.trusted_proxies)

@@ -1,9 +1,12 @@
 """Browser, OS and device from the User-Agent header, and who sent it: a person, a crawler or a script.
 
-Values are named as ua-parser names them (``Chrome Mobile``, ``iOS``, ``iPhone``); anything
-ua-parser cannot tell is left out rather than sent as "Other".
+``$browser``, ``$browser_version``, ``$os`` and ``$device`` are named as mixpanel-js 2.83.0 names
+them (``Chrome``, ``Chrome iOS``, ``Microsoft Edge``, ``Mobile Safari``; ``$device`` only for
+phones and tablets), by a port of its rules in ``browser_names``, so that server and browser
+events of one visitor agree. ``OTEL_EXPORTER_MIXPANEL_BROWSER_NAMES=ua-parser`` keeps ua-parser's
+family names instead (``Chrome Mobile``, ``Mac``), for projects whose history uses them.
 
-Two classifications come with every parse:
+Two classifications come with every parse, whatever the names:
 
 - ``is_bot``: a crawler, as ua-parser (device family ``Spider``) or mixpanel-js 2.83.0's own
   blocked list (``BLOCKED_UA_STRS`` in src/utils.js, the agents its ``_.isBlockedUA`` refuses
@@ -26,6 +29,7 @@ from typing import Any, Mapping
 
 import ua_parser
 
+from otel_mixpanel.enrich.browser_names import mixpanel_properties
 from otel_mixpanel.limits import safe_properties
 
 # Far beyond any real browser's header. Longer input is cut before it is parsed or becomes a
@@ -34,6 +38,8 @@ from otel_mixpanel.limits import safe_properties
 MAX_USER_AGENT_LENGTH = 1024
 CACHE_ENTRIES = 4096
 UNKNOWN = "Other"
+MIXPANEL_NAMES = "mixpanel"
+UA_PARSER_NAMES = "ua-parser"
 
 # mixpanel-js 2.83.0, src/utils.js BLOCKED_UA_STRS, matched as it does: anywhere, case-insensitive.
 MIXPANEL_BLOCKED_AGENTS = (
@@ -55,16 +61,15 @@ _AUTOMATED_PRODUCTS = (
     "kube-probe", "elb-healthchecker", "googlehc", "envoy", "consul health check",
     "prometheus", "blackbox-exporter", "zabbix", "check_http", "nagios", "datadog agent",
 )
+# Matched on the lower-cased user agent: a product token ends at "/", a space, ";", "(" or the end.
 _AUTOMATED_PREFIX = re.compile(
-    r"(?:" + "|".join(re.escape(product) for product in _AUTOMATED_PRODUCTS) + r")(?:[/ ;(]|$)",
-    re.IGNORECASE,
+    r"(?:" + "|".join(re.escape(product) for product in _AUTOMATED_PRODUCTS) + r")(?:[/ ;(]|$)"
 )
 # Health checkers and uptime monitors that put their name later in a browser-like string.
-_AUTOMATED_ANYWHERE = re.compile(
-    r"HealthCheck|Health-Check|Health Check|kube-probe|GoogleStackdriverMonitoring|"
-    r"DatadogSynthetics|Datadog/Synthetics|NewRelicSynthetics|Pingdom|UptimeRobot|StatusCake|"
-    r"Site24x7",
-    re.IGNORECASE,
+_AUTOMATED_NAMES = (
+    "healthcheck", "health-check", "health check", "kube-probe", "googlestackdrivermonitoring",
+    "datadogsynthetics", "datadog/synthetics", "newrelicsynthetics", "pingdom", "uptimerobot",
+    "statuscake", "site24x7",
 )
 
 
@@ -83,18 +88,38 @@ class ParsedUserAgent:
 NO_USER_AGENT = ParsedUserAgent(MappingProxyType({}), is_bot=False, is_automated=True)
 
 
-def parse_user_agent(user_agent: str | None) -> ParsedUserAgent:
-    """Properties and classification of a User-Agent header; empty or missing means a script."""
+def parse_user_agent(user_agent: str | None, names: str = MIXPANEL_NAMES) -> ParsedUserAgent:
+    """Properties and classification of a User-Agent header; empty or missing means a script.
+
+    ``names``: ``"mixpanel"`` (the web SDK's names) or ``"ua-parser"`` (ua-parser's families).
+    """
     if not user_agent or user_agent.isspace():
         return NO_USER_AGENT
-    return _parse_bounded(user_agent[:MAX_USER_AGENT_LENGTH])
+    return _parse_bounded(user_agent[:MAX_USER_AGENT_LENGTH], names)
 
 
 @lru_cache(maxsize=CACHE_ENTRIES)
-def _parse_bounded(user_agent: str) -> ParsedUserAgent:
+def _parse_bounded(user_agent: str, names: str) -> ParsedUserAgent:
     # The native backend needs UTF-8: a lone surrogate (possible in a hand-set attribute,
     # never in a decoded header) would make it raise.
-    result = ua_parser.parse(user_agent.encode("utf-8", "replace").decode("utf-8"))
+    text = user_agent.encode("utf-8", "replace").decode("utf-8")
+    if names == UA_PARSER_NAMES:
+        result = ua_parser.parse(text)
+        properties = _ua_parser_properties(result)
+        device = result.device
+    else:
+        properties = mixpanel_properties(text)
+        device = ua_parser.parse_device(text)
+    is_spider = device is not None and device.family == "Spider"
+    return ParsedUserAgent(
+        MappingProxyType(safe_properties(properties)),
+        is_bot=is_spider or is_mixpanel_blocked(text),
+        is_automated=is_automated_client(text),
+    )
+
+
+def _ua_parser_properties(result: ua_parser.Result) -> dict[str, Any]:
+    """ua-parser's families; what it cannot tell is left out rather than sent as "Other"."""
     properties: dict[str, Any] = {}
     browser = result.user_agent
     if browser is not None and browser.family != UNKNOWN:
@@ -104,15 +129,9 @@ def _parse_bounded(user_agent: str) -> ParsedUserAgent:
             properties["$browser_version"] = version
     if result.os is not None and result.os.family != UNKNOWN:
         properties["$os"] = result.os.family
-    device = result.device
-    if device is not None and device.family != UNKNOWN:
-        properties["$device"] = device.family
-    is_spider = device is not None and device.family == "Spider"
-    return ParsedUserAgent(
-        MappingProxyType(safe_properties(properties)),
-        is_bot=is_spider or is_mixpanel_blocked(user_agent),
-        is_automated=is_automated_client(user_agent),
-    )
+    if result.device is not None and result.device.family != UNKNOWN:
+        properties["$device"] = result.device.family
+    return properties
 
 
 def is_mixpanel_blocked(user_agent: str) -> bool:
@@ -123,9 +142,9 @@ def is_mixpanel_blocked(user_agent: str) -> bool:
 
 def is_automated_client(user_agent: str) -> bool:
     """A health checker, command-line tool or HTTP library, by its product token or its name."""
-    stripped = user_agent.strip()
-    return (not stripped or _AUTOMATED_PREFIX.match(stripped) is not None
-            or _AUTOMATED_ANYWHERE.search(stripped) is not None)
+    lowered = user_agent.strip().lower()
+    return (not lowered or _AUTOMATED_PREFIX.match(lowered) is not None
+            or any(name in lowered for name in _AUTOMATED_NAMES))
 
 
 def _browser_version(major: str | None, minor: str | None) -> float | None:
