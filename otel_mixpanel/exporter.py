@@ -71,6 +71,7 @@ class MixpanelSpanExporter(SpanExporter):
         static_extensions: Sequence[str] | str | None = None,
         excluded_events: Sequence[str] | str | None = None,
         track_bots: bool | str | None = None,
+        browser_names: str | None = None,
         trusted_proxies: TrustedProxies | int | Sequence[str] | str | None = None,
         ip_mode: str | None = None,
         redact_query_params: Sequence[str] | str | None = None,
