@@ -19,9 +19,10 @@ from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_proper
 from otel_mixpanel.span_reads import span_events
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
 from otel_mixpanel.page_views import is_page_view
+from otel_mixpanel.version import __version__
 
 LIBRARY = "otel-mixpanel"
-LIBRARY_VERSION = "0.1.0"
+LIBRARY_VERSION = __version__
 # What identity and deduplication rest on: never overwritten by span-event attributes, never dropped.
 RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id", "$user_id",
                       "$identified_id", "$anon_id"})
