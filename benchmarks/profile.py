@@ -24,7 +24,7 @@ from benchmarks.workload import make_spans, make_visits
 CALLER_STAGES = (
     ("spans -> request context (attributes, user agent, IP, referrer, campaign, page)", "context.py", "build_context"),
     ("context -> Mixpanel events", "events.py", "messages"),
-    ("events -> JSON", "exporter.py", "_dumps"),
+    ("events -> JSON, checked for time and size", "exporter.py", "_serialise"),
     ("SQLite spool insert", "spool.py", "put_many"),
 )
 SENDER_STAGES = (

@@ -8,17 +8,15 @@ the OpenTelemetry SDK.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-import orjson
-
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otel_mixpanel.admission import TRACK_MAX_AGE_MS, Admission, dumps
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
 from otel_mixpanel.config import (
     OUTPUT_CONSOLE,
@@ -31,7 +29,7 @@ from otel_mixpanel.config import (
 from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
-from otel_mixpanel.events import EVENTS, EventBuilder, Message
+from otel_mixpanel.events import EVENTS, RESERVED, EventBuilder, Message
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -94,6 +92,7 @@ class MixpanelSpanExporter(SpanExporter):
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
         self._builder = EventBuilder(self._settings)
         self._events_endpoint = "imports" if self._settings.uses_import else EVENTS
+        self._admission = Admission(None if self._settings.uses_import else TRACK_MAX_AGE_MS)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         self._shut_down = False
@@ -132,7 +131,7 @@ class MixpanelSpanExporter(SpanExporter):
         serialised: list[tuple[str, str]] = []
         for trace in traces:
             try:
-                serialised.extend([(self._endpoint(m), _dumps(m.body)) for m in self._messages(trace)])
+                serialised.extend(self._serialise(self._messages(trace)))
             except Exception:
                 # One trace's odd data must not cost the others their events.
                 self._warn_once("convert", "A request's spans could not be converted; its events are skipped",
@@ -148,8 +147,21 @@ class MixpanelSpanExporter(SpanExporter):
             self._warn_once("identity", NO_IDENTITY_ADVICE)
         return messages
 
-    def _endpoint(self, message: Message) -> str:
-        return self._events_endpoint if message.endpoint == EVENTS else message.endpoint
+    def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:
+        serialised = []
+        for message in messages:
+            if message.endpoint == EVENTS:
+                text = self._admission.event_json(message.body, RESERVED)
+                if text is not None:
+                    serialised.append((self._events_endpoint, text))
+            else:
+                serialised.append((message.endpoint, dumps(message.body).decode()))
+        return serialised
+
+    @property
+    def admission(self) -> Admission:
+        """Counts of events whose time was fixed, that were too old for /track, or trimmed to 1 MB."""
+        return self._admission
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         try:
@@ -195,10 +207,3 @@ def _destination(settings: Settings) -> str:
     return (f"Mixpanel export: events to {parts.scheme}://{host}{events}, profile updates to /engage; "
             f"ID Merge: {settings.id_merge}; spool: {spool}")
 
-
-def _dumps(body: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(body, default=str).decode()
-    except TypeError:
-        # orjson refuses what json takes (integers past 64 bits, say); bodies are JSON-safe, so this is rare.
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)

@@ -176,7 +176,7 @@ def test_spans_made_by_hand_convert_like_the_sdks(delivered):
 
 
 def test_serialisation_falls_back_to_json_for_what_orjson_refuses():
-    from otel_mixpanel.exporter import _dumps
+    from otel_mixpanel.admission import dumps as _dumps
 
     class Key(str):
         pass
