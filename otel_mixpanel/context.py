@@ -17,6 +17,7 @@ from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.enrich.campaign import campaign_properties
 from otel_mixpanel.enrich.client_ip import anonymise, client_ip
+from otel_mixpanel.enrich.first_touch import NO_FIRST_TOUCH, REFERRER_ATTRIBUTE, FirstTouchProperties, read_first_touch
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
@@ -43,6 +44,8 @@ class RequestContext(NamedTuple):
     # No person's browser sent the request (health checker, script, HTTP library, no User-Agent):
     # see otel_mixpanel.enrich.user_agent. False when there is no HTTP request.
     is_automated: bool = False
+    # The browser's first referrer and UTM parameters, for the profile's $set_once once the user is known.
+    first_touch_profile: Mapping[str, Any] = MappingProxyType({})
 
 
 def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
@@ -72,6 +75,15 @@ def _identity(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
         if latitude is None and facts.latitude is not None and facts.longitude is not None:
             latitude, longitude = facts.latitude, facts.longitude
     return device, user, latitude, longitude
+
+
+def _first_touch(spans: list[tuple[ReadableSpan, Mapping[str, Any]]],
+                 sensitive: frozenset[str]) -> FirstTouchProperties:
+    """The first touch the web middleware recorded on a span of the request, root first."""
+    for _, attributes in spans:
+        if REFERRER_ATTRIBUTE in attributes:
+            return read_first_touch(attributes, sensitive)
+    return NO_FIRST_TOUCH
 
 
 class _Page(NamedTuple):
@@ -122,9 +134,12 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
     properties.update(page.every_event)
+    first_touch = _first_touch(spans, sensitive)
+    properties.update(first_touch.every_event)
     properties.update(location)
     page_view = page.page_view
     if http.route:
         page_view = {**page_view, "http_route": json_safe(http.route)}
     return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot,
-                          properties, page_view, is_automated=parsed.is_automated)
+                          properties, page_view, is_automated=parsed.is_automated,
+                          first_touch_profile=first_touch.profile)

@@ -76,6 +76,7 @@ class EventBuilder:
             for index, span_event in enumerate(span_events(span)):
                 if span_event.name == IDENTIFY_EVENT:
                     yield from self._identify(span, index, span_event.timestamp, context)
+                    yield from self._first_touch_update(context)
                 elif span_event.name == SET_PROFILE_EVENT:
                     yield from self._profile_update(span_event.attributes, context)
                 elif span_event.name and span_event.name not in self._excluded:
@@ -119,6 +120,25 @@ class EventBuilder:
         if self._settings.token:
             update["$token"] = self._settings.token
         # Outside $set, so that Mixpanel locates the user rather than the server that sent the update.
+        if context.ip:
+            update["$ip"] = context.ip
+        if context.latitude is not None:
+            update["$latitude"] = context.latitude
+            update["$longitude"] = context.longitude
+        yield Message(PROFILES, update)
+
+    def _first_touch_update(self, context: RequestContext) -> Iterator[Message]:
+        """At login, ``$set_once`` of the browser's first touch, as mixpanel-js's ``identify()``
+        flushes its queued ``people.set_once``: the profile keeps the first value it ever got."""
+        if not context.user_id or not context.first_touch_profile:
+            return
+        update: dict[str, Any] = {
+            "$distinct_id": distinct_id(self._settings.id_merge, context.device_id, context.user_id),
+            "$set_once": dict(context.first_touch_profile),
+        }
+        if self._settings.token:
+            update["$token"] = self._settings.token
+        # As in _profile_update: the client's location, not the exporting server's.
         if context.ip:
             update["$ip"] = context.ip
         if context.latitude is not None:

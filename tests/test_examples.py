@@ -107,7 +107,7 @@ def check_journey(ingest: IngestServer, device: str) -> None:
     # A moment more, so that an unexpected extra event would show up too.
     time.sleep(0.3)
     events = sorted(ingest.events(), key=lambda e: e["properties"]["time"])
-    check_events(events, ingest.wait_for(1, timeout=5, what="profiles"), device)
+    check_events(events, ingest.wait_for(2, timeout=5, what="profiles"), device)
 
 
 def check_events(events: list[dict], profiles: list[dict], device: str) -> None:
@@ -127,6 +127,12 @@ def check_events(events: list[dict], profiles: list[dict], device: str) -> None:
     assert events[5]["properties"]["amount"] == 49.5
     assert any(p.get("$distinct_id") == user_id and p.get("$set", {}).get("$email") == "ada@example.com"
                for p in profiles), profiles
+    # The first touch (a Google ad) on every event, and on the profile once the user logged in.
+    for event in events:
+        assert event["properties"]["$initial_referrer"] == "https://www.google.com/", event
+        assert event["properties"]["$initial_referring_domain"] == "www.google.com", event
+    first_touch = [p["$set_once"] for p in profiles if p.get("$distinct_id") == user_id and "$set_once" in p]
+    assert first_touch and first_touch[0]["initial_utm_campaign"] == "spring", profiles
 
 
 LISTENING = r"listening on (http://\S+)"
@@ -139,7 +145,7 @@ def test_readme_demo_prints_what_a_visit_sends():
     received = json.loads(run.stdout)
     device = received["events"][0]["properties"]["$device_id"]
     check_events(received["events"], received["profile_updates"], device)
-    assert "6 events and 1 profile update(s)" in run.stderr
+    assert "6 events and 2 profile update(s)" in run.stderr
 
 
 @pytest.mark.parametrize("example, extra_env", [

@@ -144,3 +144,27 @@ def test_django_middleware_works_whichever_way_tracing_is_set_up(django_settings
     assert home.attributes["enduser.pseudo.id"] == device
     assert home.attributes["http.request.header.referer"] == ("https://www.google.com/",)
     assert login.attributes["enduser.id"] == "u-9" and login.attributes["enduser.pseudo.id"] == device
+
+
+def test_django_keeps_the_first_touch_in_its_cookie(django_app):
+    app, exporter = django_app
+    browser = Browser()
+    with serve(app) as url:
+        _, headers, _ = browser.get(url + "/?utm_source=bing&utm_term=shoes",
+                                    headers={"Referer": "https://www.bing.com/search?q=shoes"})
+        stored = browser.cookie("otel_mp_first_touch")
+        # Written as sent: percent-encoded, so Django's cookie quoting leaves it alone.
+        assert stored and stored.startswith("%7B") and '"' not in stored
+        browser.get(url + "/", headers={"Referer": url + "/"})
+        browser.get(url + "/logout")
+        assert browser.cookie("otel_mp_first_touch") is None
+        browser.get(url + "/")
+
+    first, second, logout_span, after = server_spans(exporter)
+    for span in (first, second, logout_span):
+        assert span.attributes["otel_mixpanel.initial_referrer"] == "https://www.bing.com/search?q=shoes"
+        assert span.attributes["otel_mixpanel.initial_referring_domain"] == "www.bing.com"
+        assert span.attributes["otel_mixpanel.initial_utm_source"] == "bing"
+        assert span.attributes["otel_mixpanel.initial_utm_term"] == "shoes"
+    assert after.attributes["otel_mixpanel.initial_referrer"] == "$direct"
+    assert "otel_mixpanel.initial_utm_source" not in after.attributes

@@ -20,13 +20,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import formatdate
 from time import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 ENVIRON_KEY = "otel_mixpanel.device"
 DEFAULT_COOKIE_NAME = "otel_mp_device_id"
+DEFAULT_FIRST_TOUCH_COOKIE_NAME = "otel_mp_first_touch"
 ONE_YEAR_SECONDS = 365 * 24 * 3600
 
 # RFC 6265 cookie-name characters (an HTTP token).
@@ -50,6 +51,8 @@ class DeviceIdOptions:
     ``mixpanel_token`` names the JS SDK cookie ``mp_<token>_mixpanel`` (default: the
     ``OTEL_EXPORTER_MIXPANEL_TOKEN`` variable; unset: any ``mp_*_mixpanel`` cookie);
     ``js_cookie_name`` gives that cookie's full name instead.
+    ``first_touch`` keeps each browser's first referrer and UTM parameters in the
+    ``first_touch_cookie_name`` cookie (see ``otel_mixpanel.web.first_touch``).
     """
 
     cookie_name: str = DEFAULT_COOKIE_NAME
@@ -62,6 +65,8 @@ class DeviceIdOptions:
     reuse_js_device_id: bool = True
     mixpanel_token: str | None = None
     js_cookie_name: str | None = None
+    first_touch: bool = True
+    first_touch_cookie_name: str = DEFAULT_FIRST_TOUCH_COOKIE_NAME
 
     @classmethod
     def build(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DeviceIdOptions:
@@ -77,8 +82,14 @@ class DeviceIdOptions:
         return built
 
     def _validate(self) -> None:
-        if not isinstance(self.cookie_name, str) or not _COOKIE_NAME.match(self.cookie_name):
-            raise ValueError(f"cookie_name={self.cookie_name!r}: expected a cookie name (letters, digits, -_.)")
+        for name in ("cookie_name", "first_touch_cookie_name"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not _COOKIE_NAME.match(value):
+                raise ValueError(f"{name}={value!r}: expected a cookie name (letters, digits, -_.)")
+        if self.first_touch_cookie_name == self.cookie_name:
+            raise ValueError("first_touch_cookie_name must differ from cookie_name")
+        if not isinstance(self.first_touch, bool):
+            raise ValueError(f"first_touch={self.first_touch!r}: expected True or False")
         if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or self.max_age <= 0:
             raise ValueError(f"max_age={self.max_age!r}: expected a positive number of seconds")
         if not isinstance(self.samesite, str) or self.samesite.capitalize() not in ("Lax", "Strict", "None"):
@@ -162,30 +173,35 @@ def valid_device_id(value: object) -> str | None:
     return value
 
 
+def js_cookie_data(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> Iterator[dict[str, Any]]:
+    """The Mixpanel JavaScript SDK's persisted properties (its cookie's URL-encoded JSON), each readable value in order."""
+    wanted = options.js_cookie
+    for name, values in cookies.items():
+        if (name != wanted) if wanted else not _JS_COOKIE.match(name):
+            continue
+        for value in values:
+            try:
+                data = json.loads(unquote(value))
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(data, dict):
+                yield data
+
+
 def js_device_id(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> str | None:
     """The device id the Mixpanel JavaScript SDK keeps in its cookie, if there is a usable one.
 
     The cookie is URL-encoded JSON; the id is ``$device_id``, or ``distinct_id`` when that
     is ``$device:<id>`` (an anonymous user in Simplified ID Merge).
     """
-    wanted = options.js_cookie
-    for name, values in cookies.items():
-        if (name != wanted) if wanted else not _JS_COOKIE.match(name):
-            continue
-        for value in values:
-            found = _device_id_in_js_cookie(value)
-            if found:
-                return found
+    for data in js_cookie_data(cookies, options):
+        found = _device_id_in_js_cookie(data)
+        if found:
+            return found
     return None
 
 
-def _device_id_in_js_cookie(value: str) -> str | None:
-    try:
-        data = json.loads(unquote(value))
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
+def _device_id_in_js_cookie(data: Mapping[str, Any]) -> str | None:
     candidate = data.get("$device_id")
     if not isinstance(candidate, str):
         distinct_id = data.get("distinct_id")

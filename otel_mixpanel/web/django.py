@@ -19,6 +19,7 @@ from opentelemetry import trace
 
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, _current, resolve_device
+from otel_mixpanel.web.first_touch import first_touch_cookies, record_first_touch, resolve_first_touch
 
 SETTINGS_NAME = "OTEL_MIXPANEL_WEB"
 
@@ -32,11 +33,15 @@ class MixpanelMiddleware:
         self.options = DeviceIdOptions.build(**dict(getattr(settings, SETTINGS_NAME, None) or {}))
 
     def __call__(self, request: Any) -> Any:
-        state = resolve_device(request.META, self.options)
-        request.META[ENVIRON_KEY] = state
+        meta = request.META
+        state = resolve_device(meta, self.options)
+        touch = resolve_first_touch(meta.get("HTTP_COOKIE"), meta.get("HTTP_REFERER"), meta.get("QUERY_STRING"),
+                                    self.options, may_set_cookie=state.cookie_needed or state.source != "new")
+        meta[ENVIRON_KEY] = state
         span = trace.get_current_span()
         if span.is_recording():
-            record_request(span, request.META, state.request_device_id)
+            record_request(span, meta, state.request_device_id)
+            record_first_touch(span, touch)
         token = _current.set(state)
         try:
             response = self.get_response(request)
@@ -53,4 +58,6 @@ class MixpanelMiddleware:
                 httponly=self.options.httponly,
                 samesite=self.options.samesite.capitalize(),
             )
+        for cookie in first_touch_cookies(touch, state, self.options):
+            response.set_cookie(**cookie.django_arguments())
         return response

@@ -15,6 +15,12 @@ from opentelemetry import trace
 
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
+from otel_mixpanel.web.first_touch import (
+    FirstTouchState,
+    first_touch_cookies,
+    record_first_touch,
+    resolve_first_touch,
+)
 
 WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
 
@@ -28,15 +34,21 @@ class MixpanelMiddleware:
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         state = resolve_device(environ, self.options)
+        touch = resolve_first_touch(environ.get("HTTP_COOKIE"), environ.get("HTTP_REFERER"),
+                                    environ.get("QUERY_STRING"), self.options,
+                                    may_set_cookie=state.cookie_needed or state.source != "new")
         environ[ENVIRON_KEY] = state
-        recorded = _record_on_current_span(environ, state)
+        recorded = _record_on_current_span(environ, state, touch)
 
         def _start_response(status: str, headers: list, *exc_info: Any) -> Any:
             nonlocal recorded
             if not recorded:
-                recorded = _record_on_current_span(environ, state)
+                recorded = _record_on_current_span(environ, state, touch)
             if state.cookie_needed:
                 headers = [*headers, ("Set-Cookie", state.set_cookie_header(self.options))]
+            extra = first_touch_cookies(touch, state, self.options)
+            if extra:
+                headers = [*headers, *(("Set-Cookie", cookie.header()) for cookie in extra)]
             return start_response(status, headers, *exc_info)
 
         token = _current.set(state)
@@ -46,9 +58,10 @@ class MixpanelMiddleware:
             _current.reset(token)
 
 
-def _record_on_current_span(environ: dict, state: DeviceState) -> bool:
+def _record_on_current_span(environ: dict[str, Any], state: DeviceState, touch: FirstTouchState | None) -> bool:
     span = trace.get_current_span()
     if not span.is_recording():
         return False
     record_request(span, environ, state.request_device_id)
+    record_first_touch(span, touch)
     return True

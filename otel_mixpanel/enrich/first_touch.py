@@ -1,0 +1,94 @@
+"""First-touch attribution: where a browser first came from, as Mixpanel's web SDK keeps it.
+
+Followed: mixpanel-browser 2.83.0 (mixpanel-js). ``MixpanelPersistence.update_referrer_info``
+registers, once per browser, ``$initial_referrer`` (the first page's ``document.referrer``,
+``"$direct"`` when empty) and ``$initial_referring_domain`` (the referrer's third
+``/``-separated part, i.e. host and port, ``"$direct"`` when none) as super properties,
+so every later event carries them. At load the SDK also sends them to the profile with
+``people.set_once``, and, when the page's URL has any UTM parameter, all ten of them as
+``initial_utm_*`` (``null`` for those missing: they count as one tuple).
+
+The web middleware records a browser's first touch on each server span; this module
+names those attributes and turns them into event and profile properties.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
+
+from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, campaign_properties
+from otel_mixpanel.enrich.url import query_pairs, redact_url
+from otel_mixpanel.limits import safe_properties
+
+MIXPANEL_JS_VERSION = "2.83.0"
+DIRECT = "$direct"
+INITIAL_REFERRER = "$initial_referrer"
+INITIAL_REFERRING_DOMAIN = "$initial_referring_domain"
+INITIAL_UTM_PREFIX = "initial_"
+INITIAL_UTM_KEYS = tuple(INITIAL_UTM_PREFIX + name for name in CAMPAIGN_PARAMETERS)
+
+# Span attributes written by the web middleware: the referrer and domain as mixpanel-js
+# keeps them, and one attribute per initial UTM parameter that had a value.
+REFERRER_ATTRIBUTE = "otel_mixpanel.initial_referrer"
+REFERRING_DOMAIN_ATTRIBUTE = "otel_mixpanel.initial_referring_domain"
+UTM_ATTRIBUTES = tuple((f"otel_mixpanel.{key}", key) for key in INITIAL_UTM_KEYS)
+
+
+def js_referring_domain(referrer: str) -> str:
+    """mixpanel-js's ``_.info.referringDomain``: the third ``/``-separated part, or ``""``."""
+    parts = referrer.split("/")
+    return parts[2] if len(parts) >= 3 else ""
+
+
+def initial_referrer(referrer: str | None) -> tuple[str, str]:
+    """``($initial_referrer, $initial_referring_domain)`` of a first page whose Referer is ``referrer``."""
+    referrer = (referrer or "").strip()
+    return referrer or DIRECT, js_referring_domain(referrer) or DIRECT
+
+
+def initial_utm(query: str | None) -> dict[str, str | None]:
+    """The page's UTM parameters as ``initial_utm_*``, all ten (None where missing), or {} when it has none."""
+    found = campaign_properties(query_pairs(query))
+    if not any(name in found for name in CAMPAIGN_PARAMETERS):
+        return {}
+    return {INITIAL_UTM_PREFIX + name: found.get(name) for name in CAMPAIGN_PARAMETERS}
+
+
+class FirstTouchProperties(NamedTuple):
+    """What a request's first touch adds: to every event, and to the profile with ``$set_once``."""
+
+    every_event: Mapping[str, Any]
+    profile: Mapping[str, Any]
+
+
+NO_FIRST_TOUCH = FirstTouchProperties(MappingProxyType({}), MappingProxyType({}))
+
+
+def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -> FirstTouchProperties:
+    """The first-touch properties recorded on a span, or empty ones when it has none."""
+    referrer = attributes.get(REFERRER_ATTRIBUTE)
+    if type(referrer) is not str or not referrer:
+        return NO_FIRST_TOUCH
+    domain = attributes.get(REFERRING_DOMAIN_ATTRIBUTE)
+    utm = tuple((key, value) for attribute, key in UTM_ATTRIBUTES
+                if type(value := attributes.get(attribute)) is str and value)
+    return _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
+
+
+# First touches repeat ("$direct", a search engine's home page): the properties are built once each.
+@lru_cache(maxsize=1024)
+def _first_touch(referrer: str, domain: str | None, utm: tuple[tuple[str, str], ...],
+                 sensitive: frozenset[str]) -> FirstTouchProperties:
+    shown = referrer if referrer == DIRECT else redact_url(referrer, sensitive)
+    every_event: dict[str, Any] = {}
+    if shown:
+        every_event[INITIAL_REFERRER] = shown
+    every_event[INITIAL_REFERRING_DOMAIN] = domain or js_referring_domain(referrer) or DIRECT
+    every_event = safe_properties(every_event)
+    profile = dict(every_event)
+    if utm:
+        given = dict(utm)
+        profile.update(safe_properties({key: given.get(key) for key in INITIAL_UTM_KEYS}))
+    return FirstTouchProperties(MappingProxyType(every_event), MappingProxyType(profile))

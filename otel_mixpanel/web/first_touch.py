@@ -1,0 +1,167 @@
+"""A browser's first touch: read from mixpanel-js's cookie, else kept in a cookie of our own.
+
+mixpanel-js (followed: mixpanel-browser 2.83.0, see ``otel_mixpanel.enrich.first_touch``)
+registers ``$initial_referrer`` and ``$initial_referring_domain`` once per browser in its
+cookie, and queues ``initial_utm_*`` for the profile in the cookie's ``__mpso`` (its
+pending ``people.set_once``) until ``identify()``. When that cookie has them, they win;
+otherwise the middleware keeps the same facts in its own cookie, set on the first visit
+(with the UTM parameters of the first visit that had any, as the SDK's queue keeps the
+first value of each ``set_once``).
+
+Nothing here depends on WSGI: decisions take the Cookie header, Referer and query string,
+and answer what to record on the span and which cookies to set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote, unquote
+
+from opentelemetry.trace import Span
+
+from otel_mixpanel.enrich.first_touch import (
+    INITIAL_REFERRER,
+    INITIAL_REFERRING_DOMAIN,
+    INITIAL_UTM_KEYS,
+    REFERRER_ATTRIBUTE,
+    REFERRING_DOMAIN_ATTRIBUTE,
+    initial_referrer,
+    initial_utm,
+)
+from otel_mixpanel.web.cookies import SetCookie
+from otel_mixpanel.web.device_id import DeviceIdOptions, DeviceState, js_cookie_data, parse_cookies
+
+# Enough for any real referrer; keeps the cookie well inside browsers' 4 KB per cookie.
+MAX_REFERRER_CHARS = 1024
+MAX_UTM_CHARS = 255
+# Past this the referrer and UTM values are cut harder (values are percent-encoded, up to 3 bytes a character).
+_MAX_COOKIE_VALUE = 3500
+_UTM_ATTRIBUTES = {key: f"otel_mixpanel.{key}" for key in INITIAL_UTM_KEYS}
+_SET_ONCE_QUEUE = "__mpso"
+
+
+@dataclass(frozen=True)
+class FirstTouch:
+    referrer: str
+    referring_domain: str
+    # The non-empty initial_utm_* values, in the SDK's order; () when no visit had UTM parameters.
+    utm: tuple[tuple[str, str], ...] = ()
+
+    def as_properties(self) -> dict[str, str]:
+        """The first touch under mixpanel-js's property names."""
+        return {INITIAL_REFERRER: self.referrer, INITIAL_REFERRING_DOMAIN: self.referring_domain, **dict(self.utm)}
+
+
+@dataclass(frozen=True)
+class FirstTouchState:
+    touch: FirstTouch
+    source: str  # "mixpanel-js", "cookie" or "new"
+    # Set when our cookie must be (re)written with ``touch``.
+    write_cookie: bool
+
+
+def resolve_first_touch(cookie_header: object, referer: object, query: object, options: DeviceIdOptions,
+                        may_set_cookie: bool = True) -> FirstTouchState | None:
+    """The request's first touch: mixpanel-js's, else our cookie's, else this request's; None when turned off.
+
+    ``may_set_cookie`` is False when the request gets no device cookie either (then it gets no first-touch cookie).
+    """
+    if not options.first_touch:
+        return None
+    cookies = parse_cookies(cookie_header)
+    own = next(filter(None, map(_parse_own, cookies.get(options.first_touch_cookie_name, []))), None)
+    from_js = next(filter(None, map(_from_js_cookie, js_cookie_data(cookies, options))), None)
+    if from_js is not None:
+        return FirstTouchState(from_js, "mixpanel-js", may_set_cookie and own is None)
+    if own is not None:
+        later_utm = _utm_of(query) if not own.utm else ()
+        if later_utm:
+            return FirstTouchState(FirstTouch(own.referrer, own.referring_domain, later_utm), "cookie", may_set_cookie)
+        return FirstTouchState(own, "cookie", False)
+    referrer, domain = initial_referrer(referer if isinstance(referer, str) else None)
+    return FirstTouchState(FirstTouch(referrer[:MAX_REFERRER_CHARS], domain[:MAX_REFERRER_CHARS], _utm_of(query)),
+                           "new", may_set_cookie)
+
+
+def _utm_of(query: object) -> tuple[tuple[str, str], ...]:
+    found = initial_utm(query if isinstance(query, str) else None)
+    return tuple((key, value[:MAX_UTM_CHARS]) for key, value in found.items() if value)
+
+
+def _text(value: object, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value.strip() else None
+
+
+def _parse(data: Mapping[str, Any], utm_source: object) -> FirstTouch | None:
+    referrer = _text(data.get(INITIAL_REFERRER), MAX_REFERRER_CHARS)
+    if referrer is None:
+        return None
+    domain = _text(data.get(INITIAL_REFERRING_DOMAIN), MAX_REFERRER_CHARS)
+    if domain is None:
+        domain = initial_referrer(referrer)[1]
+    utm: tuple[tuple[str, str], ...] = ()
+    if isinstance(utm_source, Mapping):
+        utm = tuple((key, text) for key in INITIAL_UTM_KEYS
+                    if (text := _text(utm_source.get(key), MAX_UTM_CHARS)) is not None)
+    return FirstTouch(referrer, domain, utm)
+
+
+def _from_js_cookie(data: Mapping[str, Any]) -> FirstTouch | None:
+    """The SDK's registered referrer; its ``initial_utm_*`` wait in the pending ``set_once`` queue."""
+    return _parse(data, data.get(_SET_ONCE_QUEUE))
+
+
+def _parse_own(value: str) -> FirstTouch | None:
+    try:
+        data = json.loads(unquote(value))
+    except (ValueError, RecursionError):
+        return None
+    return _parse(data, data) if isinstance(data, dict) else None
+
+
+def encode_first_touch(touch: FirstTouch) -> str:
+    """The cookie value: URL-encoded JSON under mixpanel-js's property names, cut to fit a cookie."""
+    value = _encode(touch.as_properties())
+    if len(value) > _MAX_COOKIE_VALUE:
+        shorter = FirstTouch(touch.referrer[:255], touch.referring_domain[:255],
+                             tuple((key, text[:64]) for key, text in touch.utm))
+        value = _encode(shorter.as_properties())
+    return value
+
+
+def _encode(properties: Mapping[str, str]) -> str:
+    # Fully escaped (no quote characters, commas or semicolons), so no server quotes it differently.
+    return quote(json.dumps(properties, separators=(",", ":")), safe="")
+
+
+def record_first_touch(span: Span, state: FirstTouchState | None) -> None:
+    """Write the first touch on the server span, where the exporter reads it (``enrich.first_touch``)."""
+    if state is None:
+        return
+    touch = state.touch
+    span.set_attribute(REFERRER_ATTRIBUTE, touch.referrer)
+    span.set_attribute(REFERRING_DOMAIN_ATTRIBUTE, touch.referring_domain)
+    for key, value in touch.utm:
+        span.set_attribute(_UTM_ATTRIBUTES[key], value)
+
+
+def first_touch_cookies(state: FirstTouchState | None, device: DeviceState,
+                        options: DeviceIdOptions) -> list[SetCookie]:
+    """Cookies for the response: the first touch when it is new or grew, deleted when the device id was reset.
+
+    After ``reset_device_id()`` the browser is a new anonymous visitor, as after mixpanel-js's
+    ``reset()``, which clears the SDK's ``$initial_referrer``: its next request starts a new first touch.
+    """
+    if state is None:
+        return []
+    secure = options.secure_for(device.secure_request)
+    samesite = options.samesite.capitalize()
+    name = options.first_touch_cookie_name
+    if device.device_id != device.request_device_id:
+        return [SetCookie(name, "", 0, options.path, options.domain, secure, options.httponly, samesite)]
+    if not state.write_cookie:
+        return []
+    return [SetCookie(name, encode_first_touch(state.touch), options.max_age, options.path, options.domain,
+                      secure, options.httponly, samesite)]
