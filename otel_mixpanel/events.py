@@ -15,6 +15,7 @@ from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext
+from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
 from otel_mixpanel.span_reads import span_events
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
@@ -26,6 +27,8 @@ LIBRARY_VERSION = __version__
 # What identity and deduplication rest on: never overwritten by span-event attributes, never dropped.
 RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id", "$user_id",
                       "$identified_id", "$anon_id"})
+# Never dropped to fit the property limit either: without ``ip`` Mixpanel would place the event at the server.
+KEPT = RESERVED | {"ip"}
 EVENTS = "events"
 PROFILES = "people"
 
@@ -86,13 +89,15 @@ class EventBuilder:
     def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
                properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:
         properties.update(identity)
+        # The request's client address, or one the application gave as an attribute, under the privacy setting.
+        properties["ip"] = geolocation_ip(properties.get("ip"), self._settings.ip_mode)
         properties["time"] = _millis(timestamp)
         properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, slot)
         properties.setdefault("mp_lib", LIBRARY)
         properties.setdefault("$lib_version", LIBRARY_VERSION)
         if self._settings.token:
             properties["token"] = self._settings.token
-        properties = limit_property_count(properties, RESERVED)
+        properties = limit_property_count(properties, KEPT)
         return Message(EVENTS, {"event": truncate_utf8(name), "properties": properties})
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
@@ -102,6 +107,7 @@ class EventBuilder:
         if self._settings.id_merge != ORIGINAL or not context.device_id or not context.user_id:
             return
         properties = identify_properties(context.device_id, context.user_id)
+        properties["ip"] = geolocation_ip(context.ip, self._settings.ip_mode)
         properties["time"] = _millis(timestamp)
         properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, f"identify{index}")
         if self._settings.token:
@@ -119,9 +125,8 @@ class EventBuilder:
         }
         if self._settings.token:
             update["$token"] = self._settings.token
-        # Outside $set, so that Mixpanel locates the user rather than the server that sent the update.
-        if context.ip:
-            update["$ip"] = context.ip
+        # Outside $set, so that Mixpanel locates the user, or no one, rather than the server that sent the update.
+        update["$ip"] = geolocation_ip(context.ip, self._settings.ip_mode)
         if context.latitude is not None:
             update["$latitude"] = context.latitude
             update["$longitude"] = context.longitude

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 
+import otel_mixpanel
 from conftest import DESKTOP_CHROME, SEMCONV_MODES, text_app
 
 
@@ -36,13 +37,13 @@ def test_trusted_hop_count_reads_x_forwarded_for_from_the_right(site_factory, in
     # RFC 7239: quoted, bracketed IPv6 with a port.
     ("1", "Forwarded", 'for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https', "2001:db8:cafe::17"),
     # An obfuscated hop cannot be believed, nor anything left of it.
-    ("127.0.0.1", "Forwarded", "for=203.0.113.1, for=_hidden", None),
+    ("127.0.0.1", "Forwarded", "for=203.0.113.1, for=_hidden", "0"),
 ], ids=["trusted-networks", "forwarded-ipv6", "forwarded-obfuscated"])
 def test_proxy_headers_read_from_the_right(site_factory, ingest, trusted, header, value, client):
     site = site_factory(text_app, trusted_proxies=trusted, capture_headers=header.lower())
     site.request("/", headers={"User-Agent": DESKTOP_CHROME, header: value})
     site.flush()
-    assert only_view(ingest).get("ip") == client
+    assert only_view(ingest)["ip"] == client
 
 
 def test_header_attributes_in_both_spellings_and_as_sequences(site_factory, ingest):
@@ -60,12 +61,12 @@ def test_header_attributes_in_both_spellings_and_as_sequences(site_factory, inge
     assert props["$referring_domain"] == "news.example.org"
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("truncate", "127.0.0.0"), ("off", None)])
+@pytest.mark.parametrize(("mode", "expected"), [("truncate", "127.0.0.0"), ("off", "0")])
 def test_ip_can_be_truncated_or_turned_off(site_factory, ingest, mode, expected):
     site = site_factory(text_app, ip_mode=mode)
     site.request("/", headers={"User-Agent": DESKTOP_CHROME})
     site.flush()
-    assert only_view(ingest).get("ip") == expected
+    assert only_view(ingest)["ip"] == expected
 
 
 def test_sensitive_query_parameters_are_redacted_from_every_url_property(site_factory, ingest):
@@ -129,3 +130,61 @@ def test_ipv4_mapped_addresses_are_matched_and_sent_as_ipv4_behind_proxies(site_
                                "X-Forwarded-For": "6.6.6.6, ::ffff:72.229.28.186, ::ffff:127.0.0.2"})
     site.flush()
     assert only_view(ingest)["ip"] == "72.229.28.186"
+
+
+# Geolocation: Mixpanel places a record without an ip at the address that sent it, the server's.
+
+@pytest.mark.parametrize("events_api", ["import", "track"])
+def test_background_job_events_are_not_geolocated_at_the_server(ingest, pipeline, events_api):
+    exporter, tracer = pipeline(events_api=events_api)
+    with tracer.start_as_current_span("nightly-billing") as job:
+        job.set_attribute("enduser.id", "customer-9")
+        otel_mixpanel.track("Invoice Sent")
+    assert exporter.force_flush(5000)
+    [invoice] = ingest.events()
+    assert invoice["properties"]["ip"] == "0"
+    assert ingest.geolocation_ip(invoice) is None
+
+
+def test_application_given_ip_on_a_background_event_is_used_under_the_privacy_setting(ingest, pipeline):
+    exporter, tracer = pipeline(ip_mode="truncate")
+    with tracer.start_as_current_span("webhook") as job:
+        job.set_attribute("enduser.id", "customer-9")
+        otel_mixpanel.track("Payment Received", {"ip": "::ffff:72.229.28.186"})
+        otel_mixpanel.track("Payment Failed", {"ip": "not an address"})
+    assert exporter.force_flush(5000)
+    located = {e["event"]: ingest.geolocation_ip(e) for e in ingest.events()}
+    assert located == {"Payment Received": "72.229.28.0", "Payment Failed": None}
+
+
+def test_with_the_ip_off_nothing_is_geolocated_at_the_server(site_factory, ingest):
+    def app(environ, start_response):
+        span = trace.get_current_span()
+        span.set_attribute("enduser.pseudo.id", "5b9a1f4e-3c2d-4a8b-9f1e-2d3c4b5a6f70")
+        otel_mixpanel.identify("alice")
+        otel_mixpanel.track("Logged In")
+        otel_mixpanel.set_profile({"plan": "pro"})
+        return text_app(environ, start_response)
+
+    site = site_factory(app, ip_mode="off", id_merge="original")
+    site.request("/login", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    [update] = ingest.wait_for(1, what="profiles")
+    records = ingest.events() + [update]
+    assert sorted(e["event"] for e in ingest.events()) == ["$identify", "$mp_web_page_view", "Logged In"]
+    assert [ingest.geolocation_ip(r) for r in records] == [None] * 4
+    assert update["$ip"] == "0"
+
+
+def test_events_identify_and_profiles_are_geolocated_at_the_client(site_factory, ingest):
+    def app(environ, start_response):
+        trace.get_current_span().set_attribute("enduser.pseudo.id", "5b9a1f4e-3c2d-4a8b-9f1e-2d3c4b5a6f70")
+        otel_mixpanel.identify("alice")
+        otel_mixpanel.set_profile({"plan": "pro"})
+        return text_app(environ, start_response)
+
+    site = site_factory(app, id_merge="original", trusted_proxies="1", capture_headers="x-forwarded-for")
+    site.request("/login", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-For": "203.0.113.9"})
+    site.flush()
+    [update] = ingest.wait_for(1, what="profiles")
+    assert {ingest.geolocation_ip(r) for r in ingest.events() + [update]} == {"203.0.113.9"}

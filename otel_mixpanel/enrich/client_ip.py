@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import re
 import socket
+from typing import Any
 
 from otel_mixpanel.config import ENV_PREFIX, TrustedProxies
 
@@ -25,6 +26,8 @@ UNTRUSTED_FORWARDING_WARNING = (
 _warned_untrusted_forwarding = False
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# As an event's ip or a profile update's $ip: "do not geolocate this record".
+NO_GEOLOCATION = "0"
 _FORWARDED_FOR = re.compile(r'(?i)(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
 
 
@@ -109,6 +112,19 @@ def _warn_untrusted_forwarding() -> None:
     if not _warned_untrusted_forwarding:
         _warned_untrusted_forwarding = True
         logger.warning(UNTRUSTED_FORWARDING_WARNING)
+
+
+def geolocation_ip(value: Any, mode: str) -> str:
+    """What an event's ``ip`` (a profile update's ``$ip``) says: the client's address under the
+    privacy setting ``mode``, or ``"0"``.
+
+    Mixpanel geolocates a record without one by the address that sent it, which for a server
+    is the data centre: ``"0"`` tells it not to geolocate at all (docs.mixpanel.com,
+    reference/import-events "GeoIP Enrichment"; mixpanel-python sends ``ip=0`` for the same
+    reason). So an event with no client address, or with the IP turned off, says ``"0"``.
+    """
+    address = address_text(value) if isinstance(value, str) else None
+    return (anonymise(address, mode) if address else None) or NO_GEOLOCATION
 
 
 def anonymise(address: str, mode: str) -> str | None:

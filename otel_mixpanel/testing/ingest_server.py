@@ -2,7 +2,9 @@
 
 It accepts ``/import`` (JSON array or NDJSON, optional gzip, Basic auth, ``strict=1``),
 ``/track`` and ``/engage`` (form ``data=`` or JSON), validates records the way strict
-mode does and answers with Mixpanel's bodies. Faults can be queued to answer the next
+mode does and answers with Mixpanel's bodies. ``geolocation_ip(record)`` tells which
+address Mixpanel would locate an accepted record by (its ``ip``/``$ip``, else the
+sender's unless the request says ``ip=0``). Faults can be queued to answer the next
 requests: an HTTP status with an optional ``Retry-After``, a reset connection, a
 request that is never answered, or a slow answer. ``max_concurrent`` tells how many
 requests it was handling at once at most, and each ``Request`` when it arrived and was
@@ -79,6 +81,8 @@ class IngestServer:
         self.requests: list[Request] = []
         self.accepted: dict[str, list[dict[str, Any]]] = {"/import": [], "/track": [], "/engage": [], "/groups": []}
         self.rejected: list[dict[str, Any]] = []
+        # id() of each accepted record (kept alive in ``accepted``) -> the address it is geolocated by.
+        self._geolocation: dict[int, str | None] = {}
         self.in_flight = 0
         self.max_concurrent = 0
         self._release_hangs = threading.Event()
@@ -189,11 +193,11 @@ class IngestServer:
             extra = {"Retry-After": _retry_after(fault.retry_after)} if fault.retry_after is not None else {}
             _answer(handler, fault.status, _error_body(fault.status, "injected fault"), extra)
             return
-        status, body = self._ingest(parts.path, query, headers, raw, arrived_at)
+        status, body = self._ingest(parts.path, query, headers, raw, arrived_at, handler.client_address[0])
         _answer(handler, status, body)
 
     def _ingest(self, path: str, query: dict[str, list[str]], headers: dict[str, str], raw: bytes,
-                arrived_at: float) -> tuple[int, Any]:
+                arrived_at: float, sender: str = "") -> tuple[int, Any]:
         if path not in self.accepted:
             self._record(Request(path, query, headers, len(raw), [], 404, arrived_at))
             return 404, _error_body(404, "not found")
@@ -218,7 +222,8 @@ class IngestServer:
         if path in _SIMPLE_PROBLEMS:
             # The official SDK's Consumer sends verbose=1 in the form body, the exporter in the URL.
             verbose = "1" in query.get("verbose", []) + form.get("verbose", [])
-            return self._accept_simple(path, query, headers, raw, arrived_at, records, verbose)
+            return self._accept_simple(path, query, headers, raw, arrived_at, records, verbose,
+                                       (query.get("ip", []) + form.get("ip", []), sender))
         failed, good = [], []
         for index, record in enumerate(records):
             problem = _import_problem(record)
@@ -233,22 +238,40 @@ class IngestServer:
                 Request(path, query, headers, len(raw), records, 400 if failed and strict else 200, arrived_at)
             )
             self.accepted[path].extend(good)
+            # /import documents no request-wide ip switch: only each event's own ip property counts.
+            self._locate(path, good, [], sender)
             self.rejected.extend(records[f["index"]] for f in failed)
         if failed and strict:
             return 400, {"code": 400, "error": "some data points in the request failed validation",
                          "failed_records": failed, "num_records_imported": len(good), "status": "Bad Request"}
         return 200, {"code": 200, "num_records_imported": len(good), "status": "OK"}
 
-    def _accept_simple(self, path, query, headers, raw, arrived_at, records, verbose) -> tuple[int, Any]:
+    def _accept_simple(self, path, query, headers, raw, arrived_at, records, verbose, origin) -> tuple[int, Any]:
         problems = [p for p in map(_SIMPLE_PROBLEMS[path], records) if p]
         status = 400 if problems else 200
         with self.lock:
             self.requests.append(Request(path, query, headers, len(raw), records, status, arrived_at))
             if not problems:
                 self.accepted[path].extend(records)
+                self._locate(path, records, *origin)
         if verbose:
             return status, ({"status": 1, "error": None} if not problems else {"status": 0, "error": problems[0]})
         return status, 1 if not problems else 0
+
+    def _locate(self, path: str, records: list[dict[str, Any]], ip_params: list[str], sender: str) -> None:
+        """Note what Mixpanel would geolocate each accepted record by (called under the lock)."""
+        for record in records:
+            self._geolocation[id(record)] = _geolocation_address(path, record, ip_params, sender)
+
+    def geolocation_ip(self, record: dict[str, Any]) -> str | None:
+        """The address Mixpanel would geolocate an accepted event or profile update by; None: not geolocated.
+
+        Mixpanel's rule: an event's ``ip`` property, a profile update's top-level ``$ip``, where
+        ``"0"`` means "do not geolocate"; without one, ``ip=0`` on a /track or /engage request
+        means the same; otherwise the address that sent the request, a server's when a server sends.
+        """
+        with self.lock:
+            return self._geolocation[id(record)]
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         if self.credentials is None:
@@ -300,6 +323,15 @@ def _import_problem(record: dict[str, Any]) -> tuple[str, str] | None:
         if isinstance(value, str) and len(value.encode("utf-8")) > 255:
             return (f"properties.{key}", "string properties must be at most 255 bytes")
     return None
+
+
+def _geolocation_address(path: str, record: dict[str, Any], ip_params: list[str], sender: str) -> str | None:
+    properties = record.get("properties")
+    own = record.get("$ip") if path in ("/engage", "/groups") else (
+        properties.get("ip") if isinstance(properties, dict) else None)
+    if own is not None:
+        return None if str(own) == "0" else str(own)
+    return None if "0" in ip_params else sender
 
 
 def _track_problem(record: dict[str, Any]) -> str | None:
