@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_mixpanel.admission import TRACK_MAX_AGE_MS, Admission, dumps
+from otel_mixpanel.advice import no_identity_advice
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
 from otel_mixpanel.config import (
     OUTPUT_CONSOLE,
@@ -32,14 +33,6 @@ from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, RESERVED, EventBuilder, Message
 
 logger = logging.getLogger("otel_mixpanel")
-
-NO_IDENTITY_ADVICE = (
-    "Mixpanel events are being sent without a user: no span of the request carries "
-    "enduser.pseudo.id (anonymous device id) or enduser.id / user.id (logged-in user). "
-    "Add otel_mixpanel.web's middleware to give every browser a device id, and call "
-    "otel_mixpanel.identify(user_id) or set enduser.id on the current span once the user is known."
-)
-
 
 class MixpanelSpanExporter(SpanExporter):
     """Sends what spans say about requests and business events to Mixpanel.
@@ -144,7 +137,7 @@ class MixpanelSpanExporter(SpanExporter):
         context = build_context(trace, self._settings, self._sensitive)
         messages = list(self._builder.messages(trace, context))
         if messages and not context.device_id and not context.user_id:
-            self._warn_once("identity", NO_IDENTITY_ADVICE)
+            self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))
         return messages
 
     def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:
@@ -207,3 +200,10 @@ def _destination(settings: Settings) -> str:
     return (f"Mixpanel export: events to {parts.scheme}://{host}{events}, profile updates to /engage; "
             f"ID Merge: {settings.id_merge}; spool: {spool}")
 
+
+def _scope_name(server_span: ReadableSpan | None) -> str | None:
+    """The server span's instrumentation ("" when unnamed), or None when the trace has no server span."""
+    if server_span is None:
+        return None
+    scope = server_span.instrumentation_scope
+    return scope.name if scope is not None else ""

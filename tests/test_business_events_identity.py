@@ -232,3 +232,22 @@ def test_no_profile_update_for_a_request_without_identity(site_factory, ingest):
     site.flush()
     assert sorted(e["event"] for e in ingest.events()) == ["$mp_web_page_view", "Settings Saved"]
     assert ingest.profile_updates() == []
+
+
+def test_the_warning_without_identity_names_the_wsgi_middleware(site_factory, ingest, caplog):
+    site = serve(site_factory, lambda tracer, environ: otel_mixpanel.track("Anonymous Thing"))
+    with caplog.at_level(logging.WARNING, logger="otel_mixpanel"):
+        site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+        site.flush()
+    [warning] = [r.getMessage() for r in caplog.records if "without a user" in r.getMessage()]
+    assert "otel_mixpanel.web.MixpanelMiddleware(app)" in warning and "asgi" not in warning
+
+
+def test_the_warning_for_a_job_without_identity_points_at_the_job_span(pipeline, ingest, caplog):
+    _, tracer = pipeline()
+    with caplog.at_level(logging.WARNING, logger="otel_mixpanel"):
+        with tracer.start_as_current_span("nightly-report"):
+            otel_mixpanel.track("Report Sent")
+        ingest.wait_for(1)
+    [warning] = [r.getMessage() for r in caplog.records if "without a user" in r.getMessage()]
+    assert "not an HTTP request" in warning and "docs/identity.md" in warning

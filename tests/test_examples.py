@@ -153,6 +153,8 @@ def test_readme_demo_prints_what_a_visit_sends():
     ("wsgi_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}),
     ("flask_app.py", {}),
     ("django_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}),
+    ("fastapi_app.py", {}),
+    ("fastapi_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}),
 ])
 def test_example_app(example, extra_env):
     with IngestServer() as ingest:
@@ -162,11 +164,12 @@ def test_example_app(example, extra_env):
             check_journey(ingest, device)
 
 
-def test_flask_example_with_zero_code_instrumentation():
+@pytest.mark.parametrize("example", ["flask_app.py", "fastapi_app.py"])
+def test_example_with_zero_code_instrumentation(example):
     with IngestServer() as ingest:
         env = example_env(ingest, OTEL_TRACES_EXPORTER="mixpanel", OTEL_METRICS_EXPORTER="none",
                           OTEL_LOGS_EXPORTER="none", PORT="0")
-        command = [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / "flask_app.py")]
+        command = [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / example)]
         with running(command, env, LISTENING) as base:
             device = visit(base)
             check_journey(ingest, device)

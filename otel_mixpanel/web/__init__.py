@@ -1,6 +1,7 @@
 """Web apps: an anonymous device id per browser, recorded on the request's server span.
 
-``MixpanelMiddleware`` (WSGI), ``otel_mixpanel.web.flask.MixpanelFlask`` and
+``MixpanelMiddleware`` (WSGI), ``otel_mixpanel.web.asgi.MixpanelMiddleware`` (ASGI:
+FastAPI, Starlette), ``otel_mixpanel.web.flask.MixpanelFlask`` and
 ``otel_mixpanel.web.django.MixpanelMiddleware`` give each browser a UUIDv4 in a
 first-party cookie (or reuse the Mixpanel JavaScript SDK's), and record on the server
 span what the exporter needs: ``enduser.pseudo.id``, the Referer, the proxy headers,

@@ -261,7 +261,8 @@ def cookie_header(options: DeviceIdOptions, device_id: str, secure_request: bool
 def _state_of(request: Any = None) -> DeviceState | None:
     if request is None:
         return _current.get()
-    environ = getattr(request, "environ", None) or getattr(request, "META", None) or request
+    environ = (getattr(request, "environ", None) or getattr(request, "META", None)
+               or getattr(request, "scope", None) or request)
     state = environ.get(ENVIRON_KEY) if isinstance(environ, Mapping) else None
     return state if isinstance(state, DeviceState) else None
 
@@ -269,8 +270,8 @@ def _state_of(request: Any = None) -> DeviceState | None:
 def current_device_id(request: Any = None) -> str | None:
     """The anonymous device id of the request being handled, or None outside the middleware.
 
-    ``request`` may be a WSGI environ, a Flask request or a Django request; without it the
-    request whose handler is running is used.
+    ``request`` may be a WSGI environ or ASGI scope, or a Flask, Django or Starlette/FastAPI
+    request; without it the request whose handler is running is used.
     """
     state = _state_of(request)
     return state.device_id if state else None

@@ -9,7 +9,7 @@ while the span is current.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from opentelemetry import trace
 
@@ -53,7 +53,53 @@ class MixpanelMiddleware:
 
         token = _current.set(state)
         try:
-            return self.app(environ, _start_response)
+            body = self.app(environ, _start_response)
+        finally:
+            _current.reset(token)
+        if isinstance(body, (list, tuple)) or _is_file_wrapper(body, environ):
+            # No application code runs while these are sent (and servers send a file wrapper with sendfile).
+            return body
+        return _BodyWithDevice(body, state)
+
+
+def _is_file_wrapper(body: object, environ: dict) -> bool:
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(body, wrapper)
+
+
+class _BodyWithDevice:
+    """The application's response iterable, with the request's device id current while it runs.
+
+    A streaming body (a generator, a framework's streamed response) runs application code
+    after the application returned, as opentelemetry-instrumentation-wsgi keeps the span
+    current for it. The device id is set around each step rather than across the whole
+    iteration, so that it is always reset in the context that set it, whichever thread
+    the server closes the response from. ``close()`` is always passed on (PEP 3333).
+    """
+
+    def __init__(self, body: Iterable[bytes], state: DeviceState) -> None:
+        self._body = body
+        self._state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        iterator = iter(self._body)
+        while True:
+            token = _current.set(self._state)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                _current.reset(token)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is None:
+            return
+        token = _current.set(self._state)
+        try:
+            close()
         finally:
             _current.reset(token)
 
