@@ -10,9 +10,11 @@ import pytest
 from otel_mixpanel.enrich.user_agent import (
     MAX_USER_AGENT_LENGTH,
     MIXPANEL_BLOCKED_AGENTS,
-    _parse_bounded,
+    _CACHED_PARSERS,
     parse_user_agent,
 )
+
+CACHE = _CACHED_PARSERS["mixpanel"]
 
 DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
                   "Chrome/120.0.0.0 Safari/537.36")
@@ -139,7 +141,7 @@ def test_a_long_user_agent_is_judged_by_its_first_characters():
 
 def test_huge_user_agents_do_not_pin_memory_in_the_cache():
     """600 requests with distinct 1 MB user agents once kept 600 MB alive in the cache."""
-    _parse_bounded.cache_clear()
+    CACHE.cache_clear()
     gc.collect()
     tracemalloc.start()
     try:
@@ -155,11 +157,11 @@ def test_huge_user_agents_do_not_pin_memory_in_the_cache():
     # Each entry keeps at most a MAX_USER_AGENT_LENGTH key and a small result: a few KB, not 1 MB.
     per_entry = (retained - before) / 600
     assert per_entry < 4 * MAX_USER_AGENT_LENGTH, per_entry
-    assert _parse_bounded.cache_info().currsize == 600
+    assert CACHE.cache_info().currsize == 600
 
 
 def test_a_cached_user_agent_is_not_parsed_again():
-    _parse_bounded.cache_clear()
+    CACHE.cache_clear()
     first = parse_user_agent(DESKTOP_CHROME)
     assert parse_user_agent(DESKTOP_CHROME) is first
-    assert _parse_bounded.cache_info().hits == 1
+    assert CACHE.cache_info().hits == 1

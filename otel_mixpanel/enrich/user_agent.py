@@ -15,8 +15,8 @@ Two classifications come with every parse, whatever the names:
   and HTTP libraries, or no User-Agent at all. Such requests are real traffic (their business
   events count) but no page is being viewed and nobody's device is behind them.
 
-Results are cached per user agent, cut to ``MAX_USER_AGENT_LENGTH`` characters first, so the
-cache holds at most ``CACHE_ENTRIES`` keys of bounded length whatever clients send.
+Results are cached per user agent, cut to ``MAX_USER_AGENT_LENGTH`` characters first, so each
+naming's cache holds at most ``CACHE_ENTRIES`` keys of bounded length whatever clients send.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import ua_parser
 
@@ -95,14 +95,14 @@ def parse_user_agent(user_agent: str | None, names: str = MIXPANEL_NAMES) -> Par
     """
     if not user_agent or user_agent.isspace():
         return NO_USER_AGENT
-    return _parse_bounded(user_agent[:MAX_USER_AGENT_LENGTH], names)
+    return _CACHED_PARSERS[names](user_agent[:MAX_USER_AGENT_LENGTH])
 
 
-@lru_cache(maxsize=CACHE_ENTRIES)
-def _parse_bounded(user_agent: str, names: str) -> ParsedUserAgent:
+def _parse(user_agent: str, names: str) -> ParsedUserAgent:
     # The native backend needs UTF-8: a lone surrogate (possible in a hand-set attribute,
-    # never in a decoded header) would make it raise.
-    text = user_agent.encode("utf-8", "replace").decode("utf-8")
+    # never in a decoded header) would make it raise. An ASCII agent is used as it is, so
+    # ua-parser's own cache holds the same string as ours, not a copy.
+    text = user_agent if user_agent.isascii() else user_agent.encode("utf-8", "replace").decode("utf-8")
     if names == UA_PARSER_NAMES:
         result = ua_parser.parse(text)
         properties = _ua_parser_properties(result)
@@ -116,6 +116,19 @@ def _parse_bounded(user_agent: str, names: str) -> ParsedUserAgent:
         is_bot=is_spider or is_mixpanel_blocked(text),
         is_automated=is_automated_client(text),
     )
+
+
+def _cached_parser(names: str) -> Callable[[str], ParsedUserAgent]:
+    """One cache per naming, keyed on the user agent alone: a hit is one dictionary look-up."""
+
+    @lru_cache(maxsize=CACHE_ENTRIES)
+    def parse(user_agent: str) -> ParsedUserAgent:
+        return _parse(user_agent, names)
+
+    return parse
+
+
+_CACHED_PARSERS = {names: _cached_parser(names) for names in (MIXPANEL_NAMES, UA_PARSER_NAMES)}
 
 
 def _ua_parser_properties(result: ua_parser.Result) -> dict[str, Any]:
