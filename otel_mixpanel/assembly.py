@@ -12,13 +12,20 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-# Beyond this many waiting spans the oldest traces are let go, so memory stays bounded
-# whatever the application does with its spans.
+from otel_mixpanel.span_reads import ended_span_attributes, span_events
+
+# Beyond this many waiting spans, or this many bytes of their attributes and events (as
+# estimated by span_bytes), the oldest traces are let go, so memory stays bounded whatever the
+# application puts on its spans.
 MAX_WAITING_SPANS = 100_000
+MAX_WAITING_BYTES = 64 * 1024 * 1024
+# What a span costs beyond its text: the SDK's objects, and each attribute's slot.
+_SPAN_OVERHEAD_BYTES = 1024
+_ATTRIBUTE_OVERHEAD_BYTES = 64
 
 
 @dataclass
@@ -33,6 +40,27 @@ class LocalTrace:
 class _Waiting:
     since: float
     spans: list[ReadableSpan] = field(default_factory=list)
+    size: int = 0
+
+
+def _attributes_bytes(attributes: Mapping[str, Any] | None) -> int:
+    if not attributes:
+        return 0
+    size = _ATTRIBUTE_OVERHEAD_BYTES * len(attributes)
+    for value in attributes.values():
+        if type(value) is str:
+            size += len(value)
+        elif isinstance(value, (tuple, list)):
+            size += sum(len(item) if type(item) is str else 8 for item in value)
+    return size
+
+
+def span_bytes(span: ReadableSpan) -> int:
+    """About what a finished span keeps in memory: its text, and a fixed cost per span and attribute."""
+    size = _SPAN_OVERHEAD_BYTES + _attributes_bytes(ended_span_attributes(span))
+    for event in span_events(span):
+        size += _SPAN_OVERHEAD_BYTES // 4 + len(event.name) + _attributes_bytes(event.attributes)
+    return size
 
 
 def is_local_root(span: ReadableSpan) -> bool:
@@ -47,6 +75,7 @@ class TraceAssembler:
         self._lock = threading.Lock()
         self._waiting: OrderedDict[int, _Waiting] = OrderedDict()
         self._waiting_count = 0
+        self._waiting_bytes = 0
 
     def add(self, spans: Sequence[ReadableSpan]) -> list[LocalTrace]:
         """Take finished spans; return the traces completed by them and those that waited too long."""
@@ -62,10 +91,14 @@ class TraceAssembler:
                     waiting = self._waiting.get(span.context.trace_id)
                     if waiting is None:
                         waiting = self._waiting[span.context.trace_id] = _Waiting(now)
+                    size = span_bytes(span)
                     waiting.spans.append(span)
+                    waiting.size += size
                     self._waiting_count += 1
+                    self._waiting_bytes += size
             complete.extend(self._release(lambda w: now - w.since >= self._wait
-                                          or self._waiting_count > MAX_WAITING_SPANS))
+                                          or self._waiting_count > MAX_WAITING_SPANS
+                                          or self._waiting_bytes > MAX_WAITING_BYTES))
         return complete
 
     def drain(self) -> list[LocalTrace]:
@@ -76,6 +109,10 @@ class TraceAssembler:
     @property
     def waiting_spans(self) -> int:
         return self._waiting_count
+
+    @property
+    def waiting_bytes(self) -> int:
+        return self._waiting_bytes
 
     def _claim_descendants(self, root: ReadableSpan) -> list[ReadableSpan]:
         waiting = self._waiting.get(root.context.trace_id)
@@ -96,9 +133,13 @@ class TraceAssembler:
         mine = [s for s in waiting.spans if descends(s.context.span_id)]
         if len(mine) == len(waiting.spans):
             del self._waiting[root.context.trace_id]
+            size = waiting.size
         else:
             waiting.spans = [s for s in waiting.spans if not descends(s.context.span_id)]
+            size = sum(map(span_bytes, mine))
+            waiting.size -= size
         self._waiting_count -= len(mine)
+        self._waiting_bytes -= size
         return mine
 
     def _release(self, should_release) -> list[LocalTrace]:
@@ -109,6 +150,7 @@ class TraceAssembler:
                 break
             del self._waiting[trace_id]
             self._waiting_count -= len(waiting.spans)
+            self._waiting_bytes -= waiting.size
             released.append(LocalTrace(None, waiting.spans))
         return released
 

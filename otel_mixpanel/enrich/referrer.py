@@ -27,12 +27,22 @@ def referring_domain(referrer: str) -> str | None:
     return host or None
 
 
-@lru_cache(maxsize=1024)
-def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
-    """Properties for a request's referrer, its URL redacted; cached, as most visits come from a few pages.
+# $referrer is cut to 255 bytes anyway; reading no further than this keeps every cache key small,
+# so the cache's memory is bounded whatever a client sends.
+MAX_REFERRER_CHARS = 1024
 
-    Callers must not change the returned dict. Its values are already within Mixpanel's limits.
+
+def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
+    """Properties for a request's referrer, its URL redacted; callers must not change the returned dict.
+
+    Its values are already within Mixpanel's limits.
     """
+    return _referrer_properties(referrer[:MAX_REFERRER_CHARS], sensitive)
+
+
+# Cached, as most visits come from a few pages.
+@lru_cache(maxsize=1024)
+def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
     redacted_referrer = redact_url(referrer, sensitive)
     if not redacted_referrer:
         return {}

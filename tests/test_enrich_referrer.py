@@ -1,0 +1,48 @@
+"""The referrer enrichment: $referrer, $referring_domain, $search_engine, redaction, bounded memory."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from otel_mixpanel.enrich.referrer import _referrer_properties, referrer_properties
+
+SENSITIVE = frozenset({"token", "code"})
+
+
+def test_referrer_domain_and_search_engine():
+    properties = referrer_properties("https://www.google.co.uk/search?q=shoes", SENSITIVE)
+    assert properties == {"$referrer": "https://www.google.co.uk/search?q=shoes",
+                          "$referring_domain": "www.google.co.uk", "$search_engine": "google"}
+    assert referrer_properties("https://blog.example.org/post", SENSITIVE) == {
+        "$referrer": "https://blog.example.org/post", "$referring_domain": "blog.example.org"}
+
+
+def test_secrets_in_the_referrer_are_redacted_and_credentials_dropped():
+    properties = referrer_properties("https://user:pw@app.example.com/cb?code=abc&state=x", SENSITIVE)
+    assert properties["$referrer"] == "https://app.example.com/cb?code=redacted&state=x"
+
+
+def test_malformed_referrers_give_nothing_or_what_can_be_read():
+    assert referrer_properties("http://[::1", SENSITIVE) == {}
+    assert referrer_properties("not a url", SENSITIVE) == {"$referrer": "not a url"}
+
+
+def test_huge_referrers_keep_the_cache_small():
+    _referrer_properties.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for number in range(300):
+            huge = f"https://news.example.com/{number}?" + "a=1&" * 250_000  # 1 MB each
+            properties = referrer_properties(huge, SENSITIVE)
+            assert properties["$referring_domain"] == "news.example.com"
+            assert len(properties["$referrer"].encode()) <= 255
+            del huge
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 300 cached referrers of 1 MB each would hold 300 MB; cut ones hold well under 2 MB.
+    assert held - before < 2 * 1024 * 1024
