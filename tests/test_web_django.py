@@ -5,6 +5,9 @@ Django's settings are process-wide, so this module configures them once for itse
 
 from __future__ import annotations
 
+import json
+from urllib.parse import unquote
+
 import django
 import pytest
 from django.conf import settings
@@ -168,3 +171,29 @@ def test_django_keeps_the_first_touch_in_its_cookie(django_app):
         assert span.attributes["otel_mixpanel.initial_utm_term"] == "shoes"
     assert after.attributes["otel_mixpanel.initial_referrer"] == "$direct"
     assert "otel_mixpanel.initial_utm_source" not in after.attributes
+
+
+def test_django_writes_the_js_sdk_cookie_for_a_new_visitor(django_app):
+    from django.core.wsgi import get_wsgi_application
+
+    _, exporter = django_app
+    saved = settings.OTEL_MIXPANEL_WEB
+    settings.OTEL_MIXPANEL_WEB = {**saved, "mixpanel_token": "tok", "write_js_cookie": True,
+                                  "js_tracks_page_views": False}
+    try:
+        app = get_wsgi_application()
+        browser = Browser()
+        with serve(app) as url:
+            _, _, device = browser.get(url + "/", headers={"Referer": "https://www.google.com/"})
+            written = browser.cookie("mp_tok_mixpanel")
+            jar_cookie = next(c for c in browser.jar if c.name == "mp_tok_mixpanel")
+            _, headers, again = browser.get(url + "/")
+    finally:
+        settings.OTEL_MIXPANEL_WEB = saved
+    # Stored as sent (not in quotes), readable by page scripts, and read back as the SDK's cookie.
+    assert written and written.startswith("%7B") and not jar_cookie.has_nonstandard_attr("HttpOnly")
+    assert json.loads(unquote(written)) == {"distinct_id": f"$device:{device}", "$device_id": device,
+                                            "$initial_referrer": "https://www.google.com/",
+                                            "$initial_referring_domain": "www.google.com"}
+    assert again == device and "mp_tok_mixpanel" not in headers.get("Set-Cookie", "")
+    assert server_spans(exporter)[-1].attributes["otel_mixpanel.initial_referrer"] == "https://www.google.com/"

@@ -17,7 +17,7 @@ import os
 import re
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from time import time
 from typing import Any, Iterator, Mapping
@@ -53,6 +53,11 @@ class DeviceIdOptions:
     ``js_cookie_name`` gives that cookie's full name instead.
     ``first_touch`` keeps each browser's first referrer and UTM parameters in the
     ``first_touch_cookie_name`` cookie (see ``otel_mixpanel.web.first_touch``).
+    ``write_js_cookie`` writes the JS SDK's cookie for browsers that have none, so that the
+    SDK starts on the server's device id (see ``otel_mixpanel.web.js_cookie``); ``id_merge``
+    (default: the ``OTEL_EXPORTER_MIXPANEL_ID_MERGE`` variable, else simplified) decides the
+    ``distinct_id`` written there. ``js_tracks_page_views`` states whether the page's SDK
+    tracks page views, which the server cannot see (``js_cookie.announce_hybrid``).
     """
 
     cookie_name: str = DEFAULT_COOKIE_NAME
@@ -63,10 +68,13 @@ class DeviceIdOptions:
     httponly: bool = True
     samesite: str = "Lax"
     reuse_js_device_id: bool = True
-    mixpanel_token: str | None = None
+    mixpanel_token: str | None = field(default=None, repr=False)
     js_cookie_name: str | None = None
     first_touch: bool = True
     first_touch_cookie_name: str = DEFAULT_FIRST_TOUCH_COOKIE_NAME
+    write_js_cookie: bool = False
+    id_merge: str | None = None
+    js_tracks_page_views: bool | None = None
 
     @classmethod
     def build(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DeviceIdOptions:
@@ -77,6 +85,8 @@ class DeviceIdOptions:
         environ = os.environ if environ is None else environ
         if options.get("mixpanel_token") is None:
             options["mixpanel_token"] = (environ.get("OTEL_EXPORTER_MIXPANEL_TOKEN") or "").strip() or None
+        if options.get("id_merge") is None:
+            options["id_merge"] = (environ.get("OTEL_EXPORTER_MIXPANEL_ID_MERGE") or "").strip().lower() or None
         built = cls(**options)
         built._validate()
         return built
@@ -102,11 +112,34 @@ class DeviceIdOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or re.search(r"[;\s,]", value)):
                 raise ValueError(f"{name}={value!r}: may not contain ';', ',' or spaces")
+        self._validate_hybrid()
+
+    def _validate_hybrid(self) -> None:
+        if self.id_merge is not None and self.id_merge not in ("simplified", "original"):
+            raise ValueError(f"id_merge={self.id_merge!r}: expected simplified or original")
+        if not isinstance(self.write_js_cookie, bool):
+            raise ValueError(f"write_js_cookie={self.write_js_cookie!r}: expected True or False")
+        if self.js_tracks_page_views is not None and not isinstance(self.js_tracks_page_views, bool):
+            raise ValueError(f"js_tracks_page_views={self.js_tracks_page_views!r}: expected True, False or None")
+        if not self.write_js_cookie:
+            return
+        name = self.js_cookie
+        if name is None:
+            raise ValueError("write_js_cookie needs the JS SDK cookie's name: set mixpanel_token "
+                             "(or OTEL_EXPORTER_MIXPANEL_TOKEN), or js_cookie_name")
+        if not _COOKIE_NAME.match(name) or name in (self.cookie_name, self.first_touch_cookie_name):
+            # Not echoed: it may hold the project token.
+            raise ValueError("the JS SDK cookie's name (js_cookie_name, or mp_<token>_mixpanel) must be "
+                             "a cookie name, other than cookie_name and first_touch_cookie_name")
 
     def secure_for(self, secure_request: bool) -> bool:
         if self.secure is not None:
             return self.secure
         return secure_request or self.samesite.capitalize() == "None"
+
+    @property
+    def id_merge_mode(self) -> str:
+        return self.id_merge or "simplified"
 
     @property
     def js_cookie(self) -> str | None:

@@ -19,7 +19,9 @@ from opentelemetry import trace
 
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, _current, resolve_device
-from otel_mixpanel.web.first_touch import first_touch_cookies, record_first_touch, resolve_first_touch
+from otel_mixpanel.web.first_touch import record_first_touch, resolve_first_touch
+from otel_mixpanel.web.js_cookie import announce_hybrid
+from otel_mixpanel.web.response import response_cookies
 
 SETTINGS_NAME = "OTEL_MIXPANEL_WEB"
 
@@ -31,6 +33,7 @@ class MixpanelMiddleware:
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
         self.options = DeviceIdOptions.build(**dict(getattr(settings, SETTINGS_NAME, None) or {}))
+        announce_hybrid(self.options)
 
     def __call__(self, request: Any) -> Any:
         meta = request.META
@@ -58,6 +61,6 @@ class MixpanelMiddleware:
                 httponly=self.options.httponly,
                 samesite=self.options.samesite.capitalize(),
             )
-        for cookie in first_touch_cookies(touch, state, self.options):
+        for cookie in response_cookies(meta.get("HTTP_COOKIE"), state, touch, self.options):
             response.set_cookie(**cookie.django_arguments())
         return response

@@ -15,12 +15,9 @@ from opentelemetry import trace
 
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
-from otel_mixpanel.web.first_touch import (
-    FirstTouchState,
-    first_touch_cookies,
-    record_first_touch,
-    resolve_first_touch,
-)
+from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
+from otel_mixpanel.web.js_cookie import announce_hybrid
+from otel_mixpanel.web.response import response_cookies
 
 WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
 
@@ -31,6 +28,7 @@ class MixpanelMiddleware:
     def __init__(self, app: WSGIApp, **options: Any) -> None:
         self.app = app
         self.options = DeviceIdOptions.build(**options)
+        announce_hybrid(self.options)
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         state = resolve_device(environ, self.options)
@@ -46,7 +44,7 @@ class MixpanelMiddleware:
                 recorded = _record_on_current_span(environ, state, touch)
             if state.cookie_needed:
                 headers = [*headers, ("Set-Cookie", state.set_cookie_header(self.options))]
-            extra = first_touch_cookies(touch, state, self.options)
+            extra = response_cookies(environ.get("HTTP_COOKIE"), state, touch, self.options)
             if extra:
                 headers = [*headers, *(("Set-Cookie", cookie.header()) for cookie in extra)]
             return start_response(status, headers, *exc_info)
