@@ -143,9 +143,8 @@ class EventBuilder:
         }
         if self._settings.token:
             update["$token"] = self._settings.token
-        # As in _profile_update: the client's location, not the exporting server's.
-        if context.ip:
-            update["$ip"] = context.ip
+        # As in _profile_update: the client's location, or no one's, never the exporting server's.
+        update["$ip"] = geolocation_ip(context.ip, self._settings.ip_mode)
         if context.latitude is not None:
             update["$latitude"] = context.latitude
             update["$longitude"] = context.longitude

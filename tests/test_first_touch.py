@@ -114,7 +114,7 @@ def test_search_landing_is_the_first_touch_of_every_event_and_of_the_profile_at_
         assert event["properties"]["$initial_referrer"] == GOOGLE_SEARCH, event
         assert event["properties"]["$initial_referring_domain"] == "www.google.com", event
     (update,) = profiles
-    assert update["$distinct_id"] == "u-42" and update["$token"] == "test-token"
+    assert update["$distinct_id"] == "u-42" and update["$token"] == "test-token" and update["$ip"] == "127.0.0.1"
     assert update["$set_once"] == {
         "$initial_referrer": GOOGLE_SEARCH, "$initial_referring_domain": "www.google.com",
         **INITIAL_UTM, "initial_utm_source": "google", "initial_utm_medium": "cpc", "initial_utm_campaign": "spring",
