@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from otel_mixpanel.config import Settings
+from otel_mixpanel.delivery.spool_files import prepare_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -211,13 +212,14 @@ class Spool:
                 yield db
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk among them).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
     def _open(self) -> sqlite3.Connection:
         if self.path is not None:
-            # Event data can be personal: a directory we create is readable by its owner only.
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            prepare_private(self.path)
         connection = sqlite3.connect(
             self.path or ":memory:", timeout=30.0, isolation_level=None, check_same_thread=False
         )

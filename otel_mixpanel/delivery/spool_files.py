@@ -1,0 +1,111 @@
+"""Spool files on disk: created private, never through a symbolic link, moved aside when corrupt.
+
+Spool files hold user ids and IP addresses, so the database and the ``-wal`` and
+``-shm`` files SQLite keeps beside it are created readable by their owner only, whatever
+the umask and whether or not the directory already existed, and a symbolic link planted at
+one of their (predictable) names is refused rather than followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import stat
+import time
+
+# SQLite's companion files of a database in WAL mode.
+COMPANIONS = ("-wal", "-shm")
+SPOOL_PREFIX = "spool-"
+SPOOL_SUFFIX = ".sqlite3"
+CORRUPT_MARK = ".corrupt-"
+
+
+class UnsafeSpoolFile(OSError):
+    """A spool file name is taken by something that must not be opened (a symbolic link, a directory)."""
+
+
+def prepare_private(path: str) -> None:
+    """Create ``path`` and its companions mode 0600 (or tighten them to it), refusing symbolic links.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the database file's mode when it creates them;
+    creating them here too closes the window in which a link planted at their names would be followed.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    # Event data can be personal: a directory we create is readable by its owner only.
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in (path, *(path + suffix for suffix in COMPANIONS)):
+        _create_private(name)
+
+
+def _create_private(name: str) -> None:
+    try:
+        descriptor = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeSpoolFile(errno.ELOOP, "is a symbolic link; refusing to follow it", name) from None
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeSpoolFile(errno.EINVAL, "is not a regular file", name)
+        if stat.S_IMODE(info.st_mode) != 0o600:
+            # Also files an older version created 0644: the umask does not apply to fchmod.
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
+def corrupt_name(path: str, now: float | None = None) -> str:
+    """Where a corrupt spool file is moved: beside it, its name still listed by ``otel-mixpanel status``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now if now is not None else time.time()))
+    base = path[: -len(SPOOL_SUFFIX)] if path.endswith(SPOOL_SUFFIX) else path
+    candidate, counter = f"{base}{CORRUPT_MARK}{stamp}{SPOOL_SUFFIX}", 1
+    while os.path.lexists(candidate):
+        counter += 1
+        candidate = f"{base}{CORRUPT_MARK}{stamp}-{counter}{SPOOL_SUFFIX}"
+    return candidate
+
+
+def move_aside(path: str) -> str:
+    """Rename a corrupt spool file and its companions; return the new name of the database file."""
+    target = corrupt_name(path)
+    os.rename(path, target)
+    for suffix in COMPANIONS:
+        if os.path.lexists(path + suffix):
+            os.rename(path + suffix, target + suffix)
+    return target
+
+
+def is_corrupt(error: BaseException) -> bool:
+    """True for SQLite's "not a database" and "malformed" errors (not for a busy or full disk)."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(error)
+    return "file is not a database" in text or "malformed" in text
+
+
+def is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(error, sqlite3.Error):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "database or disk is full" in str(error)
+
+
+def list_spool_files(directory: str) -> list[str]:
+    """Every spool file in ``directory`` (corrupt ones moved aside too), oldest name first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        os.path.join(directory, name) for name in names
+        if name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX)
+    )

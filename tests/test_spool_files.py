@@ -1,0 +1,128 @@
+"""The spool file itself: private modes, symbolic links refused, corrupt files moved aside."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.delivery.spool import Spool, spool_path
+from otel_mixpanel.delivery.spool_files import list_spool_files
+
+from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages, server  # noqa: F401
+
+
+@pytest.fixture
+def loose_umask():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_spool_files_are_private_in_an_existing_directory(make_sender, tmp_path, loose_umask):
+    os.chmod(tmp_path, 0o755)
+    sender = make_sender(endpoint="http://127.0.0.1:9")
+    sender.send_many(messages(3))
+    path = sender.spool.path
+    for name in (path, path + "-wal", path + "-shm"):
+        assert os.path.exists(name), name
+        assert _mode(name) == 0o600, f"{name} is {oct(_mode(name))}"
+
+
+def test_an_existing_spool_file_is_made_private(make_sender, tmp_path, loose_umask):
+    path = spool_path(fast_settings("http://127.0.0.1:9", tmp_path))
+    old = Spool(path, max_events=10, max_bytes=10**6)
+    old.put_many(messages(1))
+    old.close()
+    os.chmod(path, 0o644)  # as an earlier version left it
+    sender = make_sender(endpoint="http://127.0.0.1:9")
+    sender.send_many(messages(1))
+    assert _mode(path) == 0o600
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_symbolic_link_at_a_spool_name_is_refused(server, make_sender, tmp_path, caplog, suffix):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "victim"
+    target.write_bytes(b"precious")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    path = spool_path(fast_settings(server.url, spool_dir))
+    os.symlink(target, path + suffix)
+    sender = make_sender(spool_dir=str(spool_dir))
+    items = messages(4)
+    sender.send_many(items)
+    assert sender.flush(timeout_millis=5000)
+    assert_exactly_once(server, insert_ids(items))  # kept in memory instead, and delivered
+    assert target.read_bytes() == b"precious"
+    assert "symbolic link; refusing to follow it" in caplog.text
+    assert os.path.islink(path + suffix)
+
+
+def _spool_events(path: str, records: int) -> list[str]:
+    """A spool file holding ``records`` events, closed (so all of them are in the database file)."""
+    spool = Spool(path, max_events=10**6, max_bytes=10**9)
+    items = messages(records)
+    spool.put_many(items)
+    spool.close()
+    return insert_ids(items)
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside_and_a_durable_spool_started(
+        server, make_sender, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="otel_mixpanel.delivery")
+    path = spool_path(fast_settings(server.url, tmp_path))
+    with open(path, "wb") as garbage:
+        garbage.write(b"this is not an SQLite database\n" * 200)
+    sender = make_sender()
+    items = messages(5)
+    sender.send_many(items)
+    assert sender.spool.path == path, "the sender fell back to memory"
+    assert sender.flush(timeout_millis=5000)
+    assert_exactly_once(server, insert_ids(items))
+    moved = [name for name in list_spool_files(str(tmp_path)) if ".corrupt-" in name]
+    assert len(moved) == 1
+    with open(moved[0], "rb") as kept:
+        assert kept.read().startswith(b"this is not an SQLite database")
+    with sqlite3.connect(path) as db:  # the new spool is a real, durable file
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert "is corrupt" in caplog.text and os.path.basename(moved[0]) in caplog.text
+    assert "no records could be read" in caplog.text
+
+
+def test_records_that_can_be_read_from_a_corrupt_spool_are_salvaged(server, make_sender, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="otel_mixpanel.delivery")
+    path = spool_path(fast_settings(server.url, tmp_path))
+    expected = _spool_events(path, 300)
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    # Wreck the page holding the 150th record, as a bad sector would: the records before and
+    # after it can still be read.
+    with open(path, "r+b") as file:
+        content = file.read()
+        page = content.index(expected[150].encode()) // page_size
+        file.seek(page * page_size)
+        file.write(b"\xff" * page_size)
+    lost = {insert_id for insert_id in expected
+            if content.find(insert_id.encode()) // page_size == page}
+    sender = make_sender()
+    fresh = messages(2)
+    sender.send_many(fresh)
+    assert sender.flush(timeout_millis=10_000)
+    assert sender.spool.path == path
+    received = set(server.accepted_insert_ids())
+    assert set(insert_ids(fresh)) <= received
+    assert received & set(expected) == set(expected) - lost
+    assert "is corrupt" in caplog.text
+    assert f"{len(expected) - len(lost)} records could be read" in caplog.text
+    assert len([name for name in list_spool_files(str(tmp_path)) if ".corrupt-" in name]) == 1
