@@ -10,8 +10,10 @@ for good). The in-memory mode is the same code over a private ``:memory:`` datab
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -19,10 +21,13 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Concatenate, Iterable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
 
 from otel_mixpanel.config import Settings
-from otel_mixpanel.delivery.spool_files import prepare_private
+from otel_mixpanel.delivery.spool_files import is_corrupt, move_aside, prepare_private, salvage
+from otel_mixpanel.delivery.transport import CONSUMER_ENDPOINTS
+
+logger = logging.getLogger("otel_mixpanel.delivery")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -88,6 +93,27 @@ def _json_ids(ids: Iterable[int]) -> str:
 # uses the file); the child's abandoned connections are parked here so they are never
 # garbage-collected, which would close them.
 _ABANDONED: list[sqlite3.Connection] = []
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _recovering(method: Callable[Concatenate[Spool, _P], _T]) -> Callable[Concatenate[Spool, _P], _T]:
+    """A spool operation that, when the file turns out corrupt, moves it aside and runs once more on a new one."""
+
+    @functools.wraps(method)
+    def run(self: Spool, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        generation = self._generation
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            if self.path is None or not is_corrupt(error):
+                raise
+            self._replace_corrupt(error, generation)
+        return method(self, *args, **kwargs)
+
+    return run
 
 
 class Record(NamedTuple):
@@ -164,9 +190,12 @@ class _Connection:
 
     def close(self) -> None:
         with self.lock:
-            if self.connection is not None:
-                self.connection.close()
-            self.connection = None
+            self.close_locked()
+
+    def close_locked(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
 
 
 class Spool:
@@ -185,6 +214,11 @@ class Spool:
         self.max_bytes = max_bytes
         self._pid = os.getpid()
         self.ever_opened = False
+        # Bumped each time a corrupt file is replaced, so that threads which hit the same
+        # corruption replace it once; and the file the connections opened, to notice another
+        # process having moved it aside already.
+        self._generation = 0
+        self._file_id: tuple[int, int] | None = None
         self._open_all()
 
     def _open_all(self) -> None:
@@ -223,11 +257,17 @@ class Spool:
         connection = sqlite3.connect(
             self.path or ":memory:", timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        if self.path is not None:
-            connection.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
-            connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(_SCHEMA)
+        try:
+            if self.path is not None:
+                connection.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
+                connection.execute("PRAGMA synchronous=NORMAL")
+                info = os.stat(self.path)
+                self._file_id = (info.st_dev, info.st_ino)
+            connection.executescript(_SCHEMA)
+        except BaseException:
+            connection.close()
+            raise
         self.ever_opened = True
         return connection
 
@@ -263,6 +303,66 @@ class Spool:
         for channel in self._channels():
             channel.close()
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No other thread of this process uses the spool meanwhile."""
+        channels = self._channels()
+        for channel in channels:
+            channel.lock.acquire()
+        try:
+            with self._writing:
+                yield
+        finally:
+            for channel in reversed(channels):
+                channel.lock.release()
+
+    def _replace_corrupt(self, error: sqlite3.DatabaseError, generation: int) -> None:
+        """Move a corrupt spool file aside, start a new one at its name, and put what can be read into it."""
+        assert self.path is not None
+        with self._exclusive():
+            if generation != self._generation:
+                return  # another thread replaced it already
+            self._generation += 1
+            for channel in self._channels():
+                channel.close_locked()
+            try:
+                info = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            if self._file_id is not None and self._file_id != (info.st_dev, info.st_ino):
+                return  # another process sharing the spool moved it aside already
+            moved = move_aside(self.path)
+        rescued = salvage(moved, frozenset(CONSUMER_ENDPOINTS))
+        kept = self._restore(rescued.rows)
+        if rescued.rows:
+            lost = "" if rescued.spooled is None else f"; {max(0, rescued.spooled - len(rescued.rows))} could not and are lost"
+            logger.warning(
+                "Mixpanel spool %r is corrupt (%s): moved it to %r and started a new spool; %d records could be "
+                "read and are in the new spool (%d kept within its bounds)%s",
+                self.path, error, os.path.basename(moved), len(rescued.rows), kept, lost,
+            )
+        else:
+            held = "an unknown number of" if rescued.spooled is None else str(rescued.spooled)
+            logger.error(
+                "Mixpanel spool %r is corrupt (%s): moved it to %r and started a new spool; no records could be "
+                "read from it (%s records were spooled) and they are lost",
+                self.path, error, os.path.basename(moved), held,
+            )
+
+    def _restore(self, rows: Sequence[tuple[str, str, float]]) -> int:
+        """Spool rows with the time they were first spooled; return how many the bounds kept."""
+        dropped = 0
+        for first in range(0, len(rows), _INSERT_ROWS):
+            chunk = rows[first:first + _INSERT_ROWS]
+            with self._use() as db, self._write(db):
+                db.executemany(
+                    "INSERT INTO records (endpoint, body, size, created) VALUES (?, ?, ?, ?)",
+                    [(endpoint, body, len(body.encode()), created) for endpoint, body, created in chunk],
+                )
+                dropped += self._enforce_bounds(db)
+        return len(rows) - dropped
+
+    @_recovering
     def put_many(self, items: Sequence[tuple[str, str]]) -> int:
         """Store ``(endpoint, body)`` records durably; return how many old records were dropped to fit."""
         if not items:
@@ -293,6 +393,7 @@ class Spool:
             size -= freed
         return dropped
 
+    @_recovering
     def claim(self, owner: str, limit: int, lease_s: float) -> list[Record]:
         """Lease up to ``limit`` of the oldest claimable records, all of one endpoint."""
         now = time.time()
@@ -345,6 +446,7 @@ class Spool:
         with self._use() as db:
             return db.execute(sql, parameters).fetchall()
 
+    @_recovering
     def reclaim_from_dead_owners(self) -> int:
         """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
         owners = [row[0] for row in self._read("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
@@ -354,23 +456,28 @@ class Spool:
         return self._write_statement(
             "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),))
 
+    @_recovering
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
         self._write_statement(
             f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
             (owner, time.time() + lease_s, _json_ids(ids)),
         )
 
+    @_recovering
     def release(self, ids: Iterable[int]) -> None:
         """Give records back so any process may claim them at once (used when stopping)."""
         self._write_statement(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(ids),))
 
+    @_recovering
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
         return self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, time.time()))[0][0]
 
+    @_recovering
     def release_owner(self, owner: str) -> None:
         self._write_statement("DELETE FROM leases WHERE owner = ?", (owner,))
 
+    @_recovering
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
         self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
@@ -385,13 +492,16 @@ class Spool:
                     # The records are gone already; a checkpoint that fails now is done by the next one.
                     pass
 
+    @_recovering
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
         return self._read("SELECT events, bytes FROM totals")[0]  # type: ignore[return-value]
 
+    @_recovering
     def claimable(self) -> int:
         return self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (time.time(),))[0][0]
 
+    @_recovering
     def state(self) -> list[EndpointState]:
         now = time.time()
         rows = self._read(

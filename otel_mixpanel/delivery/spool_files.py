@@ -9,6 +9,7 @@ one of their (predictable) names is refused rather than followed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import stat
@@ -109,3 +110,50 @@ def list_spool_files(directory: str) -> list[str]:
         os.path.join(directory, name) for name in names
         if name.startswith(SPOOL_PREFIX) and name.endswith(SPOOL_SUFFIX)
     )
+
+
+class Salvage:
+    """What could be read from a corrupt spool file: rows ``(endpoint, body, created)``, and how
+    many records its totals say it held (None when even they cannot be read)."""
+
+    def __init__(self, rows: list[tuple[str, str, float]], spooled: int | None) -> None:
+        self.rows = rows
+        self.spooled = spooled
+
+
+def salvage(path: str, endpoints: frozenset[str]) -> Salvage:
+    """Read what rows can be read: in id order up to the first damaged page, then back from the end."""
+    found: dict[int, tuple[str, str, float]] = {}
+    spooled = None
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error:
+        return Salvage([], None)
+    try:
+        for order in ("ASC", "DESC"):
+            try:
+                for row_id, endpoint, body, created in db.execute(
+                        f"SELECT id, endpoint, body, created FROM records ORDER BY id {order}"):
+                    if row_id in found:
+                        break
+                    if _readable(endpoint, body, endpoints):
+                        found[row_id] = (endpoint, body, float(created))
+            except sqlite3.DatabaseError:
+                pass
+        try:
+            spooled = int(db.execute("SELECT events FROM totals").fetchone()[0])
+        except (sqlite3.DatabaseError, TypeError, ValueError):
+            pass
+    finally:
+        db.close()
+    return Salvage([found[row_id] for row_id in sorted(found)], spooled)
+
+
+def _readable(endpoint: object, body: object, endpoints: frozenset[str]) -> bool:
+    # A damaged page can still yield rows: keep only those that are records as the spool writes them.
+    if endpoint not in endpoints or not isinstance(body, str):
+        return False
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
