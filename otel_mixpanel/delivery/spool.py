@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Concatenate, Iterable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
 
 from otel_mixpanel.config import Settings
-from otel_mixpanel.delivery.spool_files import is_corrupt, move_aside, prepare_private, salvage
+from otel_mixpanel.delivery.disk_full import BUFFER_MAX_BYTES, BUFFER_MAX_EVENTS, DiskFull
+from otel_mixpanel.delivery.spool_files import is_corrupt, is_disk_full, move_aside, prepare_private, salvage
 from otel_mixpanel.delivery.transport import CONSUMER_ENDPOINTS
 
 logger = logging.getLogger("otel_mixpanel.delivery")
@@ -59,6 +60,7 @@ CREATE TRIGGER IF NOT EXISTS records_unleased AFTER DELETE ON records BEGIN
     DELETE FROM leases WHERE id = OLD.id;
 END;
 """
+_SCHEMA_VERSION = 1
 _UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
 
 # Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
@@ -83,6 +85,17 @@ def _insert(db: sqlite3.Connection, items: Sequence[tuple[str, str]], now: float
         chunk = items[first:first + _INSERT_ROWS]
         parameters = [value for endpoint, body in chunk for value in (endpoint, body, len(body.encode()), now)]
         db.execute(_INSERT_FULL if len(chunk) == _INSERT_ROWS else _insert_statement(len(chunk)), parameters)
+
+
+def _split(ids: Iterable[int]) -> tuple[list[int], list[int]]:
+    """The ids of the file's records, and those of records buffered in memory (handed out negated)."""
+    on_disk, buffered = [], []
+    for row_id in ids:
+        if row_id > 0:
+            on_disk.append(row_id)
+        else:
+            buffered.append(-row_id)
+    return on_disk, buffered
 
 
 def _json_ids(ids: Iterable[int]) -> str:
@@ -219,6 +232,8 @@ class Spool:
         # process having moved it aside already.
         self._generation = 0
         self._file_id: tuple[int, int] | None = None
+        self._fallback: DiskFull | None = None
+        self._fallback_lock = threading.Lock()
         self._open_all()
 
     def _open_all(self) -> None:
@@ -264,7 +279,10 @@ class Spool:
                 connection.execute("PRAGMA synchronous=NORMAL")
                 info = os.stat(self.path)
                 self._file_id = (info.st_dev, info.st_ino)
-            connection.executescript(_SCHEMA)
+            # The script runs once per file (and schema version), so that opening an existing spool
+            # writes nothing: on a full disk, that is what still works.
+            if connection.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
+                connection.executescript(_SCHEMA + f"PRAGMA user_version = {_SCHEMA_VERSION};")
         except BaseException:
             connection.close()
             raise
@@ -294,6 +312,10 @@ class Spool:
         """In a forked child: forget the parent's connections and locks; open new ones on next use."""
         for channel in self._channels():
             channel.abandon()
+        if self._fallback is not None:
+            # What the parent keeps in memory is the parent's to deliver.
+            self._fallback.buffer.after_fork()
+            self._fallback = None
         self._open_all()
         self._pid = os.getpid()
 
@@ -364,9 +386,25 @@ class Spool:
 
     @_recovering
     def put_many(self, items: Sequence[tuple[str, str]]) -> int:
-        """Store ``(endpoint, body)`` records durably; return how many old records were dropped to fit."""
+        """Store ``(endpoint, body)`` records durably; return how many old records were dropped to fit.
+
+        While the disk is full they are kept in memory instead (see ``disk_full``).
+        """
         if not items:
             return 0
+        fallback = self._fallback
+        if fallback is not None and fallback.full:
+            return self._keep_in_memory(fallback, items)
+        try:
+            dropped = self._put_on_disk(items)
+        except sqlite3.Error as error:
+            return self._keep_in_memory(self._disk_refused(error), items)
+        if fallback is not None:
+            # Records the spool's bounds dropped when the buffered ones were written back.
+            dropped += fallback.take_unreported()
+        return dropped
+
+    def _put_on_disk(self, items: Sequence[tuple[str, str]]) -> int:
         now = time.time()
         with self._use(self._intake) as db, self._write(db):
             _insert(db, items, now)
@@ -396,14 +434,38 @@ class Spool:
     @_recovering
     def claim(self, owner: str, limit: int, lease_s: float) -> list[Record]:
         """Lease up to ``limit`` of the oldest claimable records, all of one endpoint."""
+        fallback = self._fallback
+        if fallback is None:
+            try:
+                return self._claim_on_disk(owner, limit, lease_s, [])
+            except sqlite3.Error as error:
+                fallback = self._disk_refused(error)
+        else:
+            self._settle(fallback)
+        records: list[Record] = []
+        if not fallback.full:
+            try:
+                records = self._claim_on_disk(owner, limit, lease_s, fallback.excluded(time.time()))
+            except sqlite3.Error as error:
+                self._disk_refused(error)
+        if not records and fallback.full:
+            records = self._claim_without_writing(fallback, owner, limit, lease_s)
+        if not records:
+            records = [record._replace(id=-record.id) for record in fallback.buffer.claim(owner, limit, lease_s)]
+        return records
+
+    def _claim_on_disk(self, owner: str, limit: int, lease_s: float, excluded: list[int]) -> list[Record]:
         now = time.time()
+        where, parameters = _UNLEASED, [now]
+        if excluded:
+            where, parameters = f"{_UNLEASED} AND id NOT IN {_IDS}", [now, _json_ids(excluded)]
         with self._use() as db, self._write(db):
             # One aggregate row, not a row per record: every row step of a cursor releases
             # and re-takes the GIL, which the exporting thread keeps busy.
             ids, endpoints = db.execute(
                 "SELECT group_concat(id), group_concat(endpoint) FROM "
-                f"(SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?)",
-                (now, limit),
+                f"(SELECT id, endpoint FROM records WHERE {where} ORDER BY id LIMIT ?)",
+                (*parameters, limit),
             ).fetchone()
             if ids is None:
                 return []
@@ -417,6 +479,24 @@ class Spool:
                 "INSERT OR REPLACE INTO leases (id, owner, until) SELECT value, ?, ? FROM json_each(?)",
                 (owner, now + lease_s, claimed),
             )
+        return self._read_batch(claimed, endpoint)
+
+    def _claim_without_writing(self, fallback: DiskFull, owner: str, limit: int, lease_s: float) -> list[Record]:
+        """Claim records of the file with leases kept in this process's memory (the disk is full)."""
+        now = time.time()
+        with fallback.recovering:  # one claim at a time, so this process's threads take disjoint batches
+            excluded = set(fallback.excluded(now))
+            rows = self._read(f"SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?",
+                              (now, limit + len(excluded)))
+            picked = [(row_id, endpoint) for row_id, endpoint in rows if row_id not in excluded][:limit]
+            if not picked:
+                return []
+            endpoint = picked[0][1]
+            ids = [row_id for row_id, other in picked if other == endpoint]
+            fallback.lease(ids, owner, now + lease_s)
+        return self._read_batch(_json_ids(ids), endpoint)
+
+    def _read_batch(self, claimed: str, endpoint: str) -> list[Record]:
         # The bodies are read after the claim's write transaction, so that spooling new records
         # waits only for the leases. Leased rows do not change; a row dropped meanwhile to keep
         # the spool within its bounds is simply not returned.
@@ -453,33 +533,88 @@ class Spool:
         dead = [owner for owner in owners if _owner_is_dead(owner)]
         if not dead:
             return 0
-        return self._write_statement(
-            "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),))
+        try:
+            return self._write_statement(
+                "DELETE FROM leases WHERE owner IN (SELECT value FROM json_each(?))", (json.dumps(dead),))
+        except sqlite3.Error as error:
+            self._disk_refused(error)
+            return 0
 
     @_recovering
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
-        self._write_statement(
-            f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
-            (owner, time.time() + lease_s, _json_ids(ids)),
-        )
+        on_disk, buffered = _split(ids)
+        fallback = self._fallback
+        if fallback is not None:
+            self._settle(fallback)
+            if buffered:
+                fallback.buffer.renew(buffered, owner, lease_s)
+            on_disk = fallback.renew(on_disk, owner, time.time() + lease_s)
+        if not on_disk:
+            return
+        try:
+            self._write_statement(
+                f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
+                (owner, time.time() + lease_s, _json_ids(on_disk)),
+            )
+        except sqlite3.Error as error:
+            self._disk_refused(error).lease(on_disk, owner, time.time() + lease_s)
 
     @_recovering
     def release(self, ids: Iterable[int]) -> None:
         """Give records back so any process may claim them at once (used when stopping)."""
-        self._write_statement(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(ids),))
+        on_disk = self._in_memory_first(ids, lambda buffer, buffered: buffer.release(buffered))
+        if not on_disk:
+            return
+        try:
+            self._write_statement(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(on_disk),))
+        except sqlite3.Error as error:
+            self._disk_refused(error)  # the leases in the file end by themselves
+
+    def _in_memory_first(self, ids: Iterable[int], on_buffer: Callable[[Spool, list[int]], None]) -> list[int]:
+        """Apply ``on_buffer`` to the buffered records among ``ids`` and end the memory leases of the
+        others; return the ids of the file's records."""
+        on_disk, buffered = _split(ids)
+        fallback = self._fallback
+        if fallback is not None:
+            if buffered:
+                on_buffer(fallback.buffer, buffered)
+            fallback.forget(on_disk)
+        return on_disk
 
     @_recovering
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
-        return self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, time.time()))[0][0]
+        now = time.time()
+        held = self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, now))[0][0]
+        fallback = self._fallback
+        if fallback is not None:
+            self._settle(fallback)
+            held += fallback.held(owner, now) + fallback.buffer.held(owner)
+        return int(held)
 
     @_recovering
     def release_owner(self, owner: str) -> None:
-        self._write_statement("DELETE FROM leases WHERE owner = ?", (owner,))
+        fallback = self._fallback
+        if fallback is not None:
+            fallback.forget_owner(owner)
+            fallback.buffer.release_owner(owner)
+        try:
+            self._write_statement("DELETE FROM leases WHERE owner = ?", (owner,))
+        except sqlite3.Error as error:
+            self._disk_refused(error)
 
     @_recovering
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
+        on_disk = self._in_memory_first(ids, lambda buffer, buffered: buffer.remove(buffered))
+        if not on_disk:
+            return
+        try:
+            self._remove_on_disk(on_disk)
+        except sqlite3.Error as error:
+            self._disk_refused(error).removed_later(on_disk)
+
+    def _remove_on_disk(self, ids: list[int]) -> None:
         self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
         if self.path is not None:
             # Copy the WAL into the database now, on a delivery thread and outside the write lock,
@@ -495,14 +630,32 @@ class Spool:
     @_recovering
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
-        return self._read("SELECT events, bytes FROM totals")[0]  # type: ignore[return-value]
+        events, size = self._read("SELECT events, bytes FROM totals")[0]
+        fallback = self._fallback
+        if fallback is not None:
+            removed = fallback.removals()
+            if removed:
+                gone, freed = self._read(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE id IN {_IDS}", (_json_ids(removed),)
+                )[0]
+                events, size = events - gone, size - freed
+            buffered, buffered_size = fallback.buffer.pending()
+            events, size = events + buffered, size + buffered_size
+        return int(events), int(size)
 
     @_recovering
     def claimable(self) -> int:
-        return self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (time.time(),))[0][0]
+        now = time.time()
+        fallback = self._fallback
+        if fallback is None:
+            return int(self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (now,))[0][0])
+        count = self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED} AND id NOT IN {_IDS}",
+                           (now, _json_ids(fallback.excluded(now))))[0][0]
+        return int(count) + fallback.buffer.claimable()
 
     @_recovering
     def state(self) -> list[EndpointState]:
+        """The spool file's records per endpoint (not what this process keeps in memory)."""
         now = time.time()
         rows = self._read(
             f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
@@ -511,6 +664,79 @@ class Spool:
         )
         return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
                 for endpoint, count, size, leased, oldest in rows]
+
+    # A full disk: see otel_mixpanel/delivery/disk_full.py.
+
+    def _disk_refused(self, error: sqlite3.Error) -> DiskFull:
+        """The in-memory state to use instead of the disk; re-raises ``error`` unless the disk is full."""
+        if self.path is None or not is_disk_full(error):
+            raise error
+        with self._fallback_lock:
+            fallback = self._fallback
+            new = fallback is None
+            if fallback is None:
+                buffer = Spool(None, max_events=min(self.max_events, BUFFER_MAX_EVENTS),
+                               max_bytes=min(self.max_bytes, BUFFER_MAX_BYTES))
+                fallback = self._fallback = DiskFull(buffer)
+        if fallback.refused_again() or new:
+            logger.error(
+                "Mixpanel spool %r cannot be written: the disk is full (%s). Delivery of what is spooled goes on; "
+                "new records are kept in memory (at most %d records / %d bytes, past that the oldest are dropped "
+                "and counted) and written to the spool by themselves once the disk has room again",
+                self.path, error, fallback.buffer.max_events, fallback.buffer.max_bytes,
+            )
+        return fallback
+
+    def _keep_in_memory(self, fallback: DiskFull, items: Sequence[tuple[str, str]]) -> int:
+        dropped = fallback.buffer.put_many(items)
+        with fallback.lock:
+            fallback.dropped += dropped
+        return dropped
+
+    def _settle(self, fallback: DiskFull) -> None:
+        """On delivery threads (claim, renew, held), never on the application's: try the disk again when due."""
+        if fallback.due():
+            self._try_disk_again(fallback)
+
+    def _try_disk_again(self, fallback: DiskFull) -> None:
+        """Make the deletions kept in memory, then move buffered records to the file, if the disk takes them."""
+        with fallback.recovering:
+            try:
+                removals = fallback.removals()
+                if removals:
+                    self._remove_on_disk(removals)
+                    fallback.removed_now(removals)
+                moved = self._move_buffered(fallback)
+            except sqlite3.Error as error:
+                self._disk_refused(error)
+                return
+            if fallback.full:
+                fallback.full = False
+                logger.info(
+                    "Mixpanel spool %r takes writes again after %.0f s of a full disk: %d records kept in memory "
+                    "meanwhile were written to it, %d were dropped because memory was full",
+                    self.path, time.monotonic() - fallback.since, moved, fallback.dropped,
+                )
+                fallback.dropped = 0
+            if fallback.settled() and fallback.buffer.pending()[0] == 0 and not fallback.unreported(0):
+                with self._fallback_lock:
+                    if self._fallback is fallback:
+                        self._fallback = None
+
+    def _move_buffered(self, fallback: DiskFull) -> int:
+        moved = 0
+        while True:
+            # Claimed first, so no delivery thread sends them from memory while they move.
+            batch = fallback.buffer.claim("spool-recovery", 2000, 60.0)
+            if not batch:
+                return moved
+            try:
+                fallback.unreported(self._put_on_disk([(record.endpoint, record.body) for record in batch]))
+            except BaseException:
+                fallback.buffer.release(record.id for record in batch)
+                raise
+            fallback.buffer.remove(record.id for record in batch)
+            moved += len(batch)
 
 
 def open_spool(settings: Settings) -> Spool:

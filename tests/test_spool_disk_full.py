@@ -1,0 +1,111 @@
+"""A spool on a disk that fills up: a real, small tmpfs, filled to the last byte."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from otel_mixpanel.delivery.spool import Spool, spool_path
+
+from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages, server  # noqa: F401
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs of its own (root only: CI runs as root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk) -> str:
+    """Write a ballast file until the disk has no byte left; return its path."""
+    ballast = os.path.join(disk, "ballast")
+    chunk = b"\0" * 4096
+    with open(ballast, "wb", buffering=0) as file:
+        try:
+            while True:
+                file.write(chunk)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+        try:
+            while True:
+                file.write(b"\0")
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return ballast
+
+
+def spool_directly(path: str, count: int) -> tuple[Spool, list[str]]:
+    """``count`` events spooled by another process's spool, left open (as a running application's is)."""
+    spool = Spool(path, max_events=10**6, max_bytes=10**9)
+    items = messages(count)
+    spool.put_many(items)
+    return spool, insert_ids(items)
+
+
+def records_in_file(path: str) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [json.loads(body)["properties"]["$insert_id"] for (body,) in db.execute(
+            "SELECT body FROM records ORDER BY id")]
+
+
+def disk_full_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "the disk is full" in r.getMessage()]
+
+
+def test_a_full_disk_does_not_stop_delivery(server, make_sender, small_disk, caplog):
+    caplog.set_level(logging.INFO, logger="otel_mixpanel.delivery")
+    path = spool_path(fast_settings(server.url, small_disk))
+    other, spooled = spool_directly(path, 40)
+    fill(small_disk)
+    sender = make_sender(spool_dir=str(small_disk))
+    fresh = messages(30)
+    sender.send_many(fresh)
+    assert sender.flush(timeout_millis=10_000)
+    other.close()
+    assert_exactly_once(server, spooled + insert_ids(fresh))
+    assert sender.stats.dropped == 0 and sender.stats.accepted == 30
+    assert sender.spool.pending() == (0, 0)
+    assert len(disk_full_lines(caplog)) == 1
+    assert "cannot rollback" not in caplog.text
+    assert "delivery failed unexpectedly" not in caplog.text
+
+
+def test_records_sent_while_the_disk_is_full_are_buffered_bounded_and_written_back(make_sender, small_disk, caplog):
+    caplog.set_level(logging.INFO, logger="otel_mixpanel.delivery")
+    sender = make_sender(endpoint="http://127.0.0.1:9", spool_dir=str(small_disk), spool_max_events=60)
+    before = messages(5)
+    sender.send_many(before)
+    ballast = fill(small_disk)
+    during = messages(70)
+    sender.send_many(during)
+    # At most the spool's bound is kept in memory; the oldest beyond it are dropped, and counted.
+    assert sender.stats.dropped == 10 and sender.stats.accepted == 75
+    assert sender.spool.pending()[0] == 65
+    assert records_in_file(sender.spool.path) == insert_ids(before)
+    assert len(disk_full_lines(caplog)) == 1
+
+    os.remove(ballast)
+    deadline = time.monotonic() + 15
+    while len(records_in_file(sender.spool.path)) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Back on disk by itself, within the spool's bound (the oldest go first).
+    assert records_in_file(sender.spool.path) == (insert_ids(before) + insert_ids(during)[10:])[-60:]
+    assert sender.spool.pending()[0] == 60
+    assert "takes writes again" in caplog.text
+    assert len(disk_full_lines(caplog)) == 1
