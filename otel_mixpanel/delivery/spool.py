@@ -10,7 +10,6 @@ for good). The in-memory mode is the same code over a private ``:memory:`` datab
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Concatenate, Iterable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, Iterable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
 
 from otel_mixpanel.config import Settings
 from otel_mixpanel.delivery.disk_full import BUFFER_MAX_BYTES, BUFFER_MAX_EVENTS, DiskFull
@@ -115,8 +114,7 @@ _T = TypeVar("_T")
 def _recovering(method: Callable[Concatenate[Spool, _P], _T]) -> Callable[Concatenate[Spool, _P], _T]:
     """A spool operation that, when the file turns out corrupt, moves it aside and runs once more on a new one."""
 
-    @functools.wraps(method)
-    def run(self: Spool, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def run(self: Spool, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         generation = self._generation
         try:
             return method(self, *args, **kwargs)
@@ -126,6 +124,7 @@ def _recovering(method: Callable[Concatenate[Spool, _P], _T]) -> Callable[Concat
             self._replace_corrupt(error, generation)
         return method(self, *args, **kwargs)
 
+    run.__doc__, run.__name__ = method.__doc__, method.__name__
     return run
 
 
@@ -456,7 +455,7 @@ class Spool:
 
     def _claim_on_disk(self, owner: str, limit: int, lease_s: float, excluded: list[int]) -> list[Record]:
         now = time.time()
-        where, parameters = _UNLEASED, [now]
+        where, parameters = _UNLEASED, [now]  # type: str, list[object]
         if excluded:
             where, parameters = f"{_UNLEASED} AND id NOT IN {_IDS}", [now, _json_ids(excluded)]
         with self._use() as db, self._write(db):
@@ -522,7 +521,7 @@ class Spool:
         with self._use() as db, self._writing:
             return db.execute(sql, parameters).rowcount
 
-    def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple]:
+    def _read(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._use() as db:
             return db.execute(sql, parameters).fetchall()
 

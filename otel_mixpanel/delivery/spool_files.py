@@ -83,7 +83,7 @@ def is_corrupt(error: BaseException) -> bool:
     if not isinstance(error, sqlite3.DatabaseError):
         return False
     code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
+    if isinstance(code, int):
         return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
     text = str(error)
     return "file is not a database" in text or "malformed" in text
@@ -95,7 +95,7 @@ def is_disk_full(error: BaseException) -> bool:
     if not isinstance(error, sqlite3.Error):
         return False
     code = getattr(error, "sqlite_errorcode", None)
-    if code is not None:
+    if isinstance(code, int):
         return code & 0xFF == sqlite3.SQLITE_FULL
     return "database or disk is full" in str(error)
 
