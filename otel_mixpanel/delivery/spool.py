@@ -10,7 +10,6 @@ for good). The in-memory mode is the same code over a private ``:memory:`` datab
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,17 @@ from typing import Any, Callable, Concatenate, Iterable, Iterator, NamedTuple, P
 from otel_mixpanel.config import Settings
 from otel_mixpanel.delivery.disk_full import BUFFER_MAX_BYTES, BUFFER_MAX_EVENTS, DiskFull
 from otel_mixpanel.delivery.spool_files import is_corrupt, is_disk_full, move_aside, prepare_private, salvage
+from otel_mixpanel.delivery.spool_meta import (
+    META_SCHEMA,
+    MOVED_AT,
+    MOVED_TO,
+    DeliveryNotes,
+    SpoolIdentity,
+    identity_for,
+    project_digest,
+    read_meta,
+    write_meta,
+)
 from otel_mixpanel.delivery.transport import CONSUMER_ENDPOINTS
 
 logger = logging.getLogger("otel_mixpanel.delivery")
@@ -58,8 +68,10 @@ END;
 CREATE TRIGGER IF NOT EXISTS records_unleased AFTER DELETE ON records BEGIN
     DELETE FROM leases WHERE id = OLD.id;
 END;
-"""
-_SCHEMA_VERSION = 1
+""" + META_SCHEMA
+_SCHEMA_VERSION = 2
+# How often a sender looks for stranded spool files of its application (see adoption).
+ADOPTION_INTERVAL_S = 60.0
 _UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
 
 # Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
@@ -154,12 +166,8 @@ def spool_path(settings: Settings) -> str | None:
     """
     if settings.spool == "memory":
         return None
-    identity = "\n".join(
-        [settings.endpoint, settings.token or "", settings.project_id or "", settings.service_account_username or ""]
-    )
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     directory = settings.spool_dir or "."
-    return os.path.join(directory, f"spool-{digest}.sqlite3")
+    return os.path.join(directory, f"spool-{project_digest(settings)}.sqlite3")
 
 
 def make_owner() -> str:
@@ -220,10 +228,15 @@ class Spool:
     handler, which sleeps for milliseconds at a time. The in-memory spool has one connection.
     """
 
-    def __init__(self, path: str | None, *, max_events: int, max_bytes: int) -> None:
+    def __init__(self, path: str | None, *, max_events: int, max_bytes: int,
+                 identity: SpoolIdentity | None = None) -> None:
         self.path = path
         self.max_events = max_events
         self.max_bytes = max_bytes
+        # Written into the file (see spool_meta) and used to take over stranded records (see adoption).
+        self.identity = identity
+        self._notes = DeliveryNotes()
+        self._next_adoption = 0.0
         self._pid = os.getpid()
         self.ever_opened = False
         # Bumped each time a corrupt file is replaced, so that threads which hit the same
@@ -293,7 +306,50 @@ class Spool:
         if self.path is not None:
             # The delivery side checkpoints after each removal, outside the write lock (see remove).
             connection.execute("PRAGMA wal_autocheckpoint=0")
+            if self.identity is not None:
+                self._record_identity(connection, self.identity)
         return connection
+
+    def _record_identity(self, db: sqlite3.Connection, identity: SpoolIdentity) -> None:
+        stored = read_meta(db)
+        changed = {key: value for key, value in identity.values().items() if stored.get(key) != value}
+        if changed:
+            with self._writing:
+                self._best_effort_write(db, changed)
+
+    def _best_effort_write(self, db: sqlite3.Connection, values: dict[str, str]) -> None:
+        """Write meta values; a spool that cannot take the write (a full disk) goes on without them."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            write_meta(db, values)
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            logger.debug("Mixpanel spool %r: could not note %s (%s)", self.path, sorted(values), error)
+
+    def note_error(self, message: str, credentials: bool = False) -> None:
+        """Remember the latest delivery error in the file, for ``otel-mixpanel status`` (each new one once)."""
+        values = self._notes.error(message, credentials)
+        if values is not None and self.path is not None:
+            with self._use() as db:
+                self._best_effort_write(db, values)
+
+    def note_delivered(self) -> None:
+        """Remember that Mixpanel took records (after an error, or once a minute)."""
+        values = self._notes.delivered()
+        if values is not None and self.path is not None:
+            with self._use() as db:
+                self._best_effort_write(db, values)
+
+    def note_moved(self, target: str) -> None:
+        """Remember that this spool's records were moved to the spool file ``target``."""
+        with self._use() as db:
+            self._best_effort_write(db, {MOVED_TO: os.path.basename(target), MOVED_AT: f"{time.time():.3f}"})
+
+    def meta(self) -> dict[str, str]:
+        with self._use() as db:
+            return read_meta(db)
 
     def _channels(self) -> list[_Connection]:
         return [self._main] if self._intake is self._main else [self._main, self._intake]
@@ -354,7 +410,7 @@ class Spool:
                 return  # another process sharing the spool moved it aside already
             moved = move_aside(self.path)
         rescued = salvage(moved, frozenset(CONSUMER_ENDPOINTS))
-        kept = self._restore(rescued.rows)
+        kept = self.put_rows(rescued.rows)
         if rescued.rows:
             lost = "" if rescued.spooled is None else f"; {max(0, rescued.spooled - len(rescued.rows))} could not and are lost"
             logger.warning(
@@ -370,7 +426,7 @@ class Spool:
                 self.path, error, os.path.basename(moved), held,
             )
 
-    def _restore(self, rows: Sequence[tuple[str, str, float]]) -> int:
+    def put_rows(self, rows: Sequence[tuple[str, str, float]]) -> int:
         """Spool rows with the time they were first spooled; return how many the bounds kept."""
         dropped = 0
         for first in range(0, len(rows), _INSERT_ROWS):
@@ -527,7 +583,12 @@ class Spool:
 
     @_recovering
     def reclaim_from_dead_owners(self) -> int:
-        """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL)."""
+        """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL).
+
+        Also, at most once a minute, take over the records this application spooled under
+        credentials Mixpanel refused (see ``adoption``): they are abandoned too.
+        """
+        self._adopt_when_due()
         owners = [row[0] for row in self._read("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
         dead = [owner for owner in owners if _owner_is_dead(owner)]
         if not dead:
@@ -538,6 +599,14 @@ class Spool:
         except sqlite3.Error as error:
             self._disk_refused(error)
             return 0
+
+    def _adopt_when_due(self) -> None:
+        if self.identity is None or self.path is None or time.monotonic() < self._next_adoption:
+            return
+        self._next_adoption = time.monotonic() + ADOPTION_INTERVAL_S
+        from otel_mixpanel.delivery.adoption import adopt_stranded
+
+        adopt_stranded(self)
 
     @_recovering
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
@@ -625,6 +694,11 @@ class Spool:
                 except sqlite3.Error:
                     # The records are gone already; a checkpoint that fails now is done by the next one.
                     pass
+
+    def created_times(self, ids: Iterable[int]) -> dict[int, float]:
+        """When each of the file's records ``ids`` was first spooled."""
+        rows = self._read(f"SELECT id, created FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
+        return {int(row_id): float(created) for row_id, created in rows}
 
     @_recovering
     def pending(self) -> tuple[int, int]:
@@ -739,4 +813,6 @@ class Spool:
 
 
 def open_spool(settings: Settings) -> Spool:
-    return Spool(spool_path(settings), max_events=settings.spool_max_events, max_bytes=settings.spool_max_bytes)
+    path = spool_path(settings)
+    return Spool(path, max_events=settings.spool_max_events, max_bytes=settings.spool_max_bytes,
+                 identity=identity_for(settings) if path is not None else None)
