@@ -490,6 +490,7 @@ class MixpanelSender:
             )
         self._count("rejected", len(failed))
         self._count("sent", len(chunk) - len(failed))
+        self._spool.note_delivered()
         self._troubles.recovered(worker.owner)
 
     def _reject(self, path: str, record: Record, outcome: Outcome) -> None:
@@ -504,6 +505,9 @@ class MixpanelSender:
     def _trouble(self, worker: _Worker, path: str, chunk: list[Record], queue: deque, outcome: Outcome,
                  backoff: Backoff) -> float:
         waiting = len(chunk) + sum(len(batch) for batch in queue)
+        # Kept in the spool file for `otel-mixpanel status`, and to recognise records held after a 401.
+        self._spool.note_error(f"{path}: {f'HTTP {outcome.status}' if outcome.status else 'no answer'}: "
+                               f"{outcome.detail}", credentials=outcome.verdict is Verdict.CREDENTIALS)
         if outcome.verdict is Verdict.RETRY:
             self._count("retried", len(chunk))
             self._troubles.retrying(worker.owner)
