@@ -41,7 +41,7 @@ class DiskFull:
         self.dropped = 0
         self._unreported = 0
         self.lock = threading.Lock()
-        self.recovering = threading.Lock()
+        self.serial = threading.Lock()  # one claim, or one attempt at the disk, at a time
         self._leases: dict[int, tuple[str, float]] = {}
         self._removed: set[int] = set()
 

@@ -158,6 +158,18 @@ class EndpointState:
     oldest_age_s: float
 
 
+def endpoint_states(db: sqlite3.Connection) -> list[EndpointState]:
+    """Records per endpoint in a spool database: count, bytes, how many are leased, the oldest's age."""
+    now = time.time()
+    rows = db.execute(
+        f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
+        "FROM records GROUP BY endpoint ORDER BY endpoint",
+        (now,),
+    ).fetchall()
+    return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
+            for endpoint, count, size, leased, oldest in rows]
+
+
 def spool_path(settings: Settings) -> str | None:
     """Where the spool for these settings lives, or None for the in-memory spool.
 
@@ -498,13 +510,15 @@ class Spool:
         else:
             self._settle(fallback)
         records: list[Record] = []
-        if not fallback.full:
-            try:
-                records = self._claim_on_disk(owner, limit, lease_s, fallback.excluded(time.time()))
-            except sqlite3.Error as error:
-                self._disk_refused(error)
-        if not records and fallback.full:
-            records = self._claim_without_writing(fallback, owner, limit, lease_s)
+        # One claim at a time while memory holds leases, so this process's threads take disjoint batches.
+        with fallback.serial:
+            if not fallback.full:
+                try:
+                    records = self._claim_on_disk(owner, limit, lease_s, fallback.excluded(time.time()))
+                except sqlite3.Error as error:
+                    self._disk_refused(error)
+            if not records and fallback.full:
+                records = self._claim_without_writing(fallback, owner, limit, lease_s)
         if not records:
             records = [record._replace(id=-record.id) for record in fallback.buffer.claim(owner, limit, lease_s)]
         return records
@@ -539,16 +553,15 @@ class Spool:
     def _claim_without_writing(self, fallback: DiskFull, owner: str, limit: int, lease_s: float) -> list[Record]:
         """Claim records of the file with leases kept in this process's memory (the disk is full)."""
         now = time.time()
-        with fallback.recovering:  # one claim at a time, so this process's threads take disjoint batches
-            excluded = set(fallback.excluded(now))
-            rows = self._read(f"SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?",
-                              (now, limit + len(excluded)))
-            picked = [(row_id, endpoint) for row_id, endpoint in rows if row_id not in excluded][:limit]
-            if not picked:
-                return []
-            endpoint = picked[0][1]
-            ids = [row_id for row_id, other in picked if other == endpoint]
-            fallback.lease(ids, owner, now + lease_s)
+        excluded = set(fallback.excluded(now))
+        rows = self._read(f"SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?",
+                          (now, limit + len(excluded)))
+        picked = [(row_id, endpoint) for row_id, endpoint in rows if row_id not in excluded][:limit]
+        if not picked:
+            return []
+        endpoint = picked[0][1]
+        ids = [row_id for row_id, other in picked if other == endpoint]
+        fallback.lease(ids, owner, now + lease_s)
         return self._read_batch(_json_ids(ids), endpoint)
 
     def _read_batch(self, claimed: str, endpoint: str) -> list[Record]:
@@ -674,13 +687,23 @@ class Spool:
     @_recovering
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
-        on_disk = self._in_memory_first(ids, lambda buffer, buffered: buffer.remove(buffered))
+        on_disk, buffered = _split(ids)
+        fallback = self._fallback
+        if fallback is not None:
+            if buffered:
+                fallback.buffer.remove(buffered)
+            # Counted as removed before their memory leases end, so no other thread claims them meanwhile.
+            fallback.removed_later(on_disk)
+            fallback.forget(on_disk)
         if not on_disk:
             return
         try:
             self._remove_on_disk(on_disk)
         except sqlite3.Error as error:
             self._disk_refused(error).removed_later(on_disk)
+            return
+        if fallback is not None:
+            fallback.removed_now(on_disk)
 
     def _remove_on_disk(self, ids: list[int]) -> None:
         self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
@@ -729,14 +752,8 @@ class Spool:
     @_recovering
     def state(self) -> list[EndpointState]:
         """The spool file's records per endpoint (not what this process keeps in memory)."""
-        now = time.time()
-        rows = self._read(
-            f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
-            "FROM records GROUP BY endpoint ORDER BY endpoint",
-            (now,),
-        )
-        return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
-                for endpoint, count, size, leased, oldest in rows]
+        with self._use() as db:
+            return endpoint_states(db)
 
     # A full disk: see otel_mixpanel/delivery/disk_full.py.
 
@@ -773,7 +790,7 @@ class Spool:
 
     def _try_disk_again(self, fallback: DiskFull) -> None:
         """Make the deletions kept in memory, then move buffered records to the file, if the disk takes them."""
-        with fallback.recovering:
+        with fallback.serial:
             try:
                 removals = fallback.removals()
                 if removals:
