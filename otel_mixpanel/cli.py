@@ -12,9 +12,16 @@ import logging
 import os
 import sys
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence, TextIO
+import threading
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from otel_mixpanel.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from otel_mixpanel.delivery import MixpanelSender
+    from otel_mixpanel.delivery.spool import Spool
+    from otel_mixpanel.delivery.spool_report import SpoolReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -42,34 +49,54 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(out)
     if settings is None:
         return EXIT_CONFIG
-    from otel_mixpanel.delivery.spool import open_spool, spool_path
+    from otel_mixpanel.delivery.spool import spool_path
+    from otel_mixpanel.delivery.spool_report import describe_directory
 
     path = spool_path(settings)
     if path is None:
         print("spool: in memory (OTEL_EXPORTER_MIXPANEL_SPOOL=memory): nothing outlives the process", file=out)
         return EXIT_OK
-    if not os.path.exists(path):
-        state: list = []
-    else:
-        spool = open_spool(settings)
-        try:
-            state = spool.state()
-        finally:
-            spool.close()
+    directory = os.path.dirname(path)
+    reports = describe_directory(directory, path)
     if args.json:
-        json.dump({"path": path, "endpoints": [asdict(item) for item in state]}, out, indent=2)
+        current = next((report for report in reports if report.current), None)
+        json.dump({"directory": directory, "path": path,
+                   "endpoints": [asdict(item) for item in current.endpoints] if current else [],
+                   "files": [report.as_json() for report in reports]}, out, indent=2)
         print(file=out)
         return EXIT_OK
-    print(f"spool: {path}{'' if os.path.exists(path) else ' (not created yet)'}", file=out)
-    if not state:
+    print(f"spool directory: {directory}", file=out)
+    if not any(report.current for report in reports):
+        print(f"spool: {path} (not created yet)", file=out)
         print("pending: nothing", file=out)
-    for item in state:
-        print(
-            f"{item.endpoint}: {item.events} pending ({item.bytes} bytes), {item.leased} being sent now, "
-            f"oldest {_age(item.oldest_age_s)} old",
-            file=out,
-        )
+    for report in reports:
+        _print_report(report, out)
     return EXIT_OK
+
+
+def _print_report(report: SpoolReport, out: TextIO) -> None:
+    name = os.path.basename(report.path)
+    tags = [tag for tag, on in (("current settings", report.current), ("corrupt, moved aside", report.corrupt)) if on]
+    print(f"spool: {report.path if report.current else name}" + (f" ({', '.join(tags)})" if tags else ""), file=out)
+    if report.unreadable:
+        print(f"  cannot be read: {report.unreadable}", file=out)
+        return
+    if not report.endpoints:
+        print("  pending: nothing", file=out)
+    for item in report.endpoints:
+        print(f"  {item.endpoint}: {item.events} pending ({item.bytes} bytes), {item.leased} being sent now, "
+              f"oldest {_age(item.oldest_age_s)} old", file=out)
+    if report.last_delivery_age_s is not None:
+        print(f"  last delivery: {_age(report.last_delivery_age_s)} ago", file=out)
+    if report.last_error is not None:
+        when = f" {_age(report.last_error_age_s)} ago" if report.last_error_age_s is not None else ""
+        print(f"  last delivery error{when}: {report.last_error}", file=out)
+    if report.moved_to is not None:
+        print(f"  records moved to {report.moved_to}", file=out)
+    if report.events and not report.current and (report.credentials_refused or report.corrupt):
+        why = "were kept after Mixpanel refused their credentials" if report.credentials_refused else "were salvaged"
+        print(f"  these records {why}; to send them with the current settings: "
+              f"otel-mixpanel drain --spool {name}", file=out)
 
 
 def _drain(args: argparse.Namespace, out: TextIO) -> int:
@@ -79,7 +106,11 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
     from otel_mixpanel.delivery import create_sender
 
     sender = create_sender(settings)
-    delivered = sender.flush(timeout_millis=args.timeout_ms)
+    if args.spool and not _take_over(sender.spool, args.spool, settings, out):
+        sender.shutdown(timeout_millis=1000)
+        return EXIT_FAILED
+    with _Progress(sender, out):
+        delivered = sender.flush(timeout_millis=args.timeout_ms)
     stats = sender.stats
     pending, _ = sender.spool.pending()
     sender.shutdown(timeout_millis=1000)
@@ -93,6 +124,59 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
               "see the log lines above for why", file=out)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _take_over(spool: Spool, name: str, settings: Settings, out: TextIO) -> bool:
+    """Move the records of the spool file ``name`` (in the spool directory, or a path) into ``spool``."""
+    from otel_mixpanel.delivery.adoption import take_over
+
+    path = name if os.path.sep in name else os.path.join(settings.spool_dir or ".", name)
+    if not os.path.isfile(path) or os.path.islink(path):
+        print(f"no spool file {path}", file=out)
+        return False
+    if spool.path is not None and os.path.realpath(path) == os.path.realpath(spool.path):
+        print(f"{name} is the current settings' spool: run drain without --spool", file=out)
+        return False
+    moved = take_over(spool, path)
+    print(f"took {moved} records from {os.path.basename(path)} into the current spool", file=out)
+    return True
+
+
+class _Progress:
+    """A progress line, rewritten in place while the drain runs, on a terminal only."""
+
+    INTERVAL_S = 0.2
+
+    def __init__(self, sender: MixpanelSender, out: TextIO) -> None:
+        self._sender, self._out = sender, out
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Progress:
+        if self._out.isatty():
+            self._thread = threading.Thread(target=self._run, name="otel-mixpanel-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._show()
+            print(file=self._out)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.INTERVAL_S):
+            self._show()
+
+    def _show(self) -> None:
+        stats = self._sender.stats
+        try:
+            left = self._sender.spool.pending()[0]
+        except Exception:  # the line is a nicety: never let it break the drain
+            return
+        self._out.write(f"\rdelivering: {stats.sent} sent, {stats.rejected} rejected, {left} left ")
+        self._out.flush()
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
@@ -155,10 +239,18 @@ def _status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the state as JSON")
 
 
+def _drain_arguments(parser: argparse.ArgumentParser) -> None:
+    _timeout_argument(60_000)(parser)
+    parser.add_argument("--spool", metavar="FILE",
+                        help="first move the records of this spool file (a name listed by status, or a path) "
+                             "into the current spool, to send them with the current settings")
+
+
 COMMANDS: list[Command] = [
-    Command("status", "show the spool: path, records and bytes pending per endpoint, oldest age",
-            _status, _status_arguments),
-    Command("drain", "deliver everything in the spool now, within a deadline", _drain, _timeout_argument(60_000)),
+    Command("status", "show every spool file in the spool directory: records and bytes pending per endpoint, "
+            "oldest age, last delivery and last delivery error", _status, _status_arguments),
+    Command("drain", "deliver everything in the spool now, within a deadline (or first take over another "
+            "spool file's records with --spool)", _drain, _drain_arguments),
     Command("check", "check the configuration and make one authenticated request to the endpoint",
             _check, _timeout_argument(10_000)),
 ]
@@ -169,6 +261,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
         prog="otel-mixpanel",
         description="Tools for otel-mixpanel. Settings are read from OTEL_EXPORTER_MIXPANEL_* variables.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('otel-mixpanel')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
@@ -182,7 +275,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     # Delivery explains its trouble (bad credentials, unreachable host) through logging.
     logging.basicConfig(level=logging.WARNING, format="otel-mixpanel: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.run(args, out)
+    code: int = args.run(args, out)
+    return code
 
 
 if __name__ == "__main__":

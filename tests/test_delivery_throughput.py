@@ -136,6 +136,8 @@ def test_forked_child_starts_its_own_threads(server, make_sender):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's threads share the spool and may have claimed the child's records: wait for them.
+    assert len(server.wait_for(7, timeout=5)) == 7
     assert len(server.accepted_insert_ids()) == 7
 
 
