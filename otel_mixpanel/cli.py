@@ -11,12 +11,12 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
 import threading
-from importlib.metadata import version
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from otel_mixpanel.config import ConfigError, Settings
+from otel_mixpanel.version import __version__
 
 if TYPE_CHECKING:
     from otel_mixpanel.delivery import MixpanelSender
@@ -261,7 +261,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
         prog="otel-mixpanel",
         description="Tools for otel-mixpanel. Settings are read from OTEL_EXPORTER_MIXPANEL_* variables.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('otel-mixpanel')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)

@@ -11,6 +11,8 @@ from importlib.metadata import version
 
 import pytest
 
+import otel_mixpanel
+
 from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.spool import Spool, spool_path
 from otel_mixpanel.testing.ingest_server import IngestServer
@@ -38,10 +40,11 @@ def service(monkeypatch):
     return lambda name: monkeypatch.setenv("OTEL_SERVICE_NAME", name)
 
 
-def test_version_comes_from_the_package_metadata(tmp_path):
+def test_version_is_the_packages(tmp_path):
     result = cli("--version", env=environment("http://127.0.0.1:9", tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"otel-mixpanel {version('otel-mixpanel')}"
+    assert result.stdout.strip() == f"otel-mixpanel {otel_mixpanel.__version__}"
+    assert otel_mixpanel.__version__ == version("otel-mixpanel")
 
 
 def test_status_lists_every_spool_file_with_its_last_error(tmp_path, service):
