@@ -117,6 +117,11 @@ def _endpoint(env: str, raw: str) -> str:
     return value
 
 
+# Headers a proxy writes the client's address in: lists each proxy appends to, then single addresses.
+FORWARDING_LIST_HEADERS = ("x-forwarded-for", "forwarded")
+CLIENT_IP_HEADERS = FORWARDING_LIST_HEADERS + ("x-real-ip", "cf-connecting-ip", "true-client-ip")
+
+
 def _trusted_proxies(env: str, raw: str) -> TrustedProxies:
     value = raw.strip()
     if not value:
@@ -225,7 +230,14 @@ SETTINGS: tuple[Setting, ...] = (
             "$device only for phones and tablets) or as ua-parser does (Chrome Mobile, Mac)."),
     Setting("trusted_proxies", "TRUSTED_PROXIES", TrustedProxies(), _trusted_proxies,
             "hop count, or comma-separated addresses and CIDRs",
-            "Proxies whose X-Forwarded-For / Forwarded entries are believed. Empty: the socket peer is the client."),
+            "Proxies whose headers are believed (the client address, X-Forwarded-Proto). Empty: the socket "
+            "peer is the client."),
+    Setting("client_ip_header", "CLIENT_IP_HEADER", "x-forwarded-for", _choice(*CLIENT_IP_HEADERS),
+            "x-forwarded-for, forwarded, x-real-ip, cf-connecting-ip or true-client-ip",
+            "The header your trusted proxies write the client's address in; no other is read for it."),
+    Setting("forwarded_host", "FORWARDED_HOST", False, _flag, "true or false",
+            "Take the page's host from trusted proxies' X-Forwarded-Host (Forwarded host= with "
+            "CLIENT_IP_HEADER=forwarded); only if they set or overwrite it."),
     Setting("ip_mode", "IP", "full", _choice("full", "truncate", "off"), "full, truncate or off",
             "The client IP sent for geolocation: as is, with the last IPv4 octet / last 80 IPv6 bits "
             "zeroed, or not at all."),
@@ -305,6 +317,8 @@ class Settings:
     track_bots: bool = _default("track_bots")
     browser_names: str = _default("browser_names")
     trusted_proxies: TrustedProxies = _default("trusted_proxies")
+    client_ip_header: str = _default("client_ip_header")
+    forwarded_host: bool = _default("forwarded_host")
     ip_mode: str = _default("ip_mode")
     redact_query_params: tuple[str, ...] = _default("redact_query_params")
     trace_wait_ms: int = _default("trace_wait_ms")

@@ -7,7 +7,7 @@ referrer, campaign, page URL, location.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
@@ -16,14 +16,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.enrich.campaign import campaign_properties
-from otel_mixpanel.enrich.client_ip import anonymise, client_ip
+from otel_mixpanel.enrich.client_ip import anonymise, proxied_request
 from otel_mixpanel.enrich.first_touch import NO_FIRST_TOUCH, REFERRER_ATTRIBUTE, FirstTouchProperties, read_first_touch
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties, query_pairs
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_properties
 from otel_mixpanel.span_reads import ended_span_attributes
-from otel_mixpanel.spans import HttpFacts, read_http, read_identity
+from otel_mixpanel.spans import HttpFacts, read_http, read_identity, request_header
 
 
 class RequestContext(NamedTuple):
@@ -56,12 +56,12 @@ def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]
 
 
 def _server_request(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
-                    ) -> tuple[ReadableSpan | None, HttpFacts | None]:
+                    ) -> tuple[ReadableSpan | None, Mapping[str, Any], HttpFacts | None]:
     for span, attributes in spans:
         facts = read_http(span.name, span.kind, attributes)
         if facts is not None:
-            return span, facts
-    return None, None
+            return span, attributes, facts
+    return None, {}, None
 
 
 def _identity(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
@@ -116,7 +116,7 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     spans = _root_first(trace)
     device_id, user_id, latitude, longitude = _identity(spans)
     location = {"$latitude": latitude, "$longitude": longitude} if latitude is not None else {}
-    server_span, http = _server_request(spans)
+    server_span, server_attributes, http = _server_request(spans)
     if http is None:
         return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
 
@@ -124,13 +124,15 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     parsed = parse_user_agent(http.user_agent, settings.browser_names)
     properties.update(parsed.properties)
     is_bot = http.synthetic or parsed.is_bot
-    ip = client_ip(http.peer_address, http.forwarded_for, http.forwarded, settings.trusted_proxies)
-    ip = anonymise(ip, settings.ip_mode) if ip else None
+    proxied = proxied_request(http.peer_address, partial(request_header, server_attributes), settings)
+    ip = anonymise(proxied.client, settings.ip_mode) if proxied.client else None
     if ip:
         properties["ip"] = ip
     if http.referer:
         properties.update(referrer_properties(http.referer, sensitive))
-    scheme, host, path, query = http.scheme, http.host, http.path, http.query
+    # What the client used, as a trusted proxy tells it, else what reached the application.
+    scheme, host = proxied.scheme or http.scheme, proxied.host or http.host
+    path, query = http.path, http.query
     short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
     properties.update(page.every_event)

@@ -64,6 +64,8 @@ class MixpanelSpanExporter(SpanExporter):
         track_bots: bool | str | None = None,
         browser_names: str | None = None,
         trusted_proxies: TrustedProxies | int | Sequence[str] | str | None = None,
+        client_ip_header: str | None = None,
+        forwarded_host: bool | str | None = None,
         ip_mode: str | None = None,
         redact_query_params: Sequence[str] | str | None = None,
         trace_wait_ms: int | str | None = None,

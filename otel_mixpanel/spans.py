@@ -6,6 +6,7 @@ any span). Nothing here interprets the values; later steps do.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
@@ -65,8 +66,6 @@ class HttpFacts(NamedTuple):
     user_agent: str | None
     synthetic: bool
     peer_address: str | None
-    forwarded_for: tuple[str, ...]
-    forwarded: tuple[str, ...]
     referer: str | None
 
 
@@ -119,6 +118,7 @@ def _number(value: Any) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
+@lru_cache(maxsize=None)
 def _header_keys(name: str) -> tuple[str, str]:
     """Both spellings of a captured request header's attribute: ``x-forwarded-for`` as the spec
     writes it, ``x_forwarded_for`` as opentelemetry-util-http does."""
@@ -126,8 +126,6 @@ def _header_keys(name: str) -> tuple[str, str]:
 
 
 _USER_AGENT_HEADER = _header_keys("user-agent")
-_FORWARDED_FOR_HEADER = _header_keys("x-forwarded-for")
-_FORWARDED_HEADER = _header_keys("forwarded")
 _REFERER_HEADER = _header_keys("referer")
 
 
@@ -201,10 +199,15 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
         or (_header(get, _USER_AGENT_HEADER) or (None,))[0],
         get(USER_AGENT_SYNTHETIC_TYPE) is not None,
         _text(get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)),
-        _header(get, _FORWARDED_FOR_HEADER),
-        _header(get, _FORWARDED_HEADER),
         (_header(get, _REFERER_HEADER) or (None,))[0],
     )
+
+
+def request_header(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    """The values of captured request header ``name`` (lower case), in either attribute spelling.
+
+    The proxy headers are read this way, and only those the settings need."""
+    return _header(attributes.get, _header_keys(name))
 
 
 def identity_text(value: Any) -> str | None:

@@ -40,7 +40,8 @@ def test_trusted_hop_count_reads_x_forwarded_for_from_the_right(site_factory, in
     ("127.0.0.1", "Forwarded", "for=203.0.113.1, for=_hidden", "0"),
 ], ids=["trusted-networks", "forwarded-ipv6", "forwarded-obfuscated"])
 def test_proxy_headers_read_from_the_right(site_factory, ingest, trusted, header, value, client):
-    site = site_factory(text_app, trusted_proxies=trusted, capture_headers=header.lower())
+    site = site_factory(text_app, trusted_proxies=trusted, capture_headers=header.lower(),
+                        client_ip_header=header.lower())
     site.request("/", headers={"User-Agent": DESKTOP_CHROME, header: value})
     site.flush()
     assert only_view(ingest)["ip"] == client
@@ -188,3 +189,83 @@ def test_events_identify_and_profiles_are_geolocated_at_the_client(site_factory,
     site.flush()
     [update] = ingest.wait_for(1, what="profiles")
     assert {ingest.geolocation_ip(r) for r in ingest.events() + [update]} == {"203.0.113.9"}
+
+
+# Spoofing: the client never chooses its own address.
+
+@pytest.mark.parametrize("recorded_by", ["middleware", "instrumentation"])
+def test_a_client_sent_forwarded_header_does_not_beat_the_proxys_x_forwarded_for(site_factory, ingest, recorded_by):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    # nginx and AWS ALB append to X-Forwarded-For and pass the client's own Forwarded on untouched.
+    app, capture = (MixpanelMiddleware(text_app), None) if recorded_by == "middleware" else (
+        text_app, "x-forwarded-for,forwarded")
+    site = site_factory(app, trusted_proxies="127.0.0.1", capture_headers=capture)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "Forwarded": "for=6.6.6.6;proto=https",
+                               "X-Forwarded-For": "6.6.6.6, 203.0.113.9"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "203.0.113.9"
+
+
+def test_padding_x_forwarded_for_cannot_push_the_proxys_entry_out(site_factory, ingest):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    site = site_factory(MixpanelMiddleware(text_app), trusted_proxies="1")
+    padding = ", ".join(["6.6.6.6"] * 1500)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-For": f"{padding}, 203.0.113.9"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "203.0.113.9"
+
+
+def test_a_proxy_that_sets_x_real_ip(site_factory, ingest):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    site = site_factory(MixpanelMiddleware(text_app), trusted_proxies="127.0.0.0/8", client_ip_header="x-real-ip")
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "X-Real-IP": "203.0.113.9",
+                               "X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"})
+    site.flush()
+    assert only_view(ingest)["ip"] == "203.0.113.9"
+
+
+# Scheme and host behind a TLS-terminating proxy.
+
+@pytest.mark.parametrize("mode", SEMCONV_MODES)
+def test_scheme_from_a_trusted_proxy(site_factory, ingest, mode):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    site = site_factory(MixpanelMiddleware(text_app), mode=mode, trusted_proxies="1")
+    site.request("/cart?step=2", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-For": "203.0.113.9",
+                                          "X-Forwarded-Proto": "https"})
+    site.flush()
+    props = only_view(ingest)
+    assert props["current_url_protocol"] == "https:"
+    assert props["$current_url"] == f"https://127.0.0.1:{site.port}/cart?step=2"
+    assert props["ip"] == "203.0.113.9"
+
+
+def test_scheme_and_host_headers_are_ignored_without_a_trusted_proxy(site_factory, ingest):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    site = site_factory(MixpanelMiddleware(text_app), forwarded_host=True)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME, "X-Forwarded-Proto": "https",
+                               "X-Forwarded-Host": "evil.example"})
+    site.flush()
+    props = only_view(ingest)
+    assert props["current_url_protocol"] == "http:" and props["current_domain"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(("settings", "headers"), [
+    ({}, {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}),
+    ({"client_ip_header": "forwarded"},
+     {"Forwarded": "for=6.6.6.6;proto=http;host=evil.example, for=203.0.113.9;proto=https;host=shop.example",
+      "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}),
+], ids=["x-forwarded", "forwarded"])
+def test_host_from_a_trusted_proxy_when_it_sets_one(site_factory, ingest, settings, headers):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    site = site_factory(MixpanelMiddleware(text_app), trusted_proxies="127.0.0.1", forwarded_host=True, **settings)
+    site.request("/pricing", headers={"User-Agent": DESKTOP_CHROME, **headers})
+    site.flush()
+    props = only_view(ingest)
+    assert props["$current_url"] == "https://shop.example/pricing"
+    assert props["current_domain"] == "shop.example" and props["current_url_protocol"] == "https:"

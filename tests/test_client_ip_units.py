@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
-from otel_mixpanel.config import TrustedProxies
-from otel_mixpanel.enrich.client_ip import address_text, client_ip, geolocation_ip, parse_address
+from otel_mixpanel.config import Settings
+from otel_mixpanel.enrich.client_ip import (
+    MAX_FORWARDING_CHARS,
+    ProxiedRequest,
+    address_text,
+    geolocation_ip,
+    parse_address,
+    proxied_request,
+    right_end,
+)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -28,11 +34,71 @@ def test_addresses_are_parsed_and_normalised(text, expected):
     assert (str(parsed) if parsed else None) == expected
 
 
+def proxied(peer, headers, **settings):
+    """``proxied_request`` over a dict of header values, as read from a span."""
+    values = {name: (value,) for name, value in headers.items()}
+    return proxied_request(peer, lambda name: values.get(name, ()), Settings(token="t", **settings))
+
+
 def test_trusted_ranges_match_ipv4_mapped_peers_and_hops():
-    trusted = TrustedProxies(networks=(ipaddress.ip_network("10.0.0.0/8"),))
-    assert client_ip("::ffff:10.1.2.3", ("::ffff:203.0.113.5, ::ffff:10.9.9.9",), (), trusted) == "203.0.113.5"
+    trusted = {"trusted_proxies": "10.0.0.0/8"}
+    assert proxied("::ffff:10.1.2.3", {"x-forwarded-for": "::ffff:203.0.113.5, ::ffff:10.9.9.9"}, **trusted).client \
+        == "203.0.113.5"
     # An untrusted mapped peer is the client itself, as IPv4.
-    assert client_ip("::ffff:198.51.100.4", ("203.0.113.5",), (), trusted) == "198.51.100.4"
+    assert proxied("::ffff:198.51.100.4", {"x-forwarded-for": "203.0.113.5"}, **trusted).client == "198.51.100.4"
+
+
+SPOOFED = {"forwarded": "for=6.6.6.6;proto=https;host=evil.example", "x-forwarded-for": "6.6.6.6, 203.0.113.9",
+           "x-real-ip": "6.6.6.6", "cf-connecting-ip": "6.6.6.6"}
+
+
+@pytest.mark.parametrize(("header", "headers", "client"), [
+    # The client's own Forwarded is ignored: the proxy writes X-Forwarded-For.
+    ("x-forwarded-for", SPOOFED, "203.0.113.9"),
+    ("forwarded", {"forwarded": "for=6.6.6.6, for=203.0.113.9", "x-forwarded-for": "6.6.6.6"}, "203.0.113.9"),
+    ("x-real-ip", {**SPOOFED, "x-real-ip": "203.0.113.9"}, "203.0.113.9"),
+    ("cf-connecting-ip", {**SPOOFED, "cf-connecting-ip": "203.0.113.9"}, "203.0.113.9"),
+    ("true-client-ip", {"true-client-ip": "203.0.113.9", "x-forwarded-for": "6.6.6.6"}, "203.0.113.9"),
+    # The configured header is missing: the peer is the client, whatever else was sent.
+    ("x-real-ip", {"x-forwarded-for": "6.6.6.6", "forwarded": "for=6.6.6.6"}, "127.0.0.1"),
+])
+def test_only_the_configured_header_names_the_client(header, headers, client):
+    assert proxied("127.0.0.1", headers, trusted_proxies="1", client_ip_header=header).client == client
+    assert proxied("127.0.0.1", headers, trusted_proxies="127.0.0.0/8", client_ip_header=header).client == client
+
+
+def test_an_untrusted_peer_is_the_client_and_its_headers_say_nothing():
+    result = proxied("198.51.100.4", {"x-forwarded-for": "6.6.6.6", "x-forwarded-proto": "https"},
+                     trusted_proxies="10.0.0.0/8")
+    assert result == ProxiedRequest("198.51.100.4", None, None)
+
+
+def test_padding_on_the_left_cannot_push_the_proxys_entry_out():
+    padded = ", ".join(["6.6.6.6"] * 2000) + ", 203.0.113.9"
+    assert len(padded) > 4 * MAX_FORWARDING_CHARS
+    assert proxied("127.0.0.1", {"x-forwarded-for": padded}, trusted_proxies="1").client == "203.0.113.9"
+    assert proxied("10.0.0.1", {"x-forwarded-for": padded + ", 10.0.0.2"},
+                   trusted_proxies="10.0.0.0/8").client == "203.0.113.9"
+    assert right_end("a" * 10 + ",1.2.3.4", 9) == "1.2.3.4"
+    assert right_end("1.2.3.4,5.6.7.8", 8) == "5.6.7.8", "an entry cut in half is dropped"
+
+
+@pytest.mark.parametrize(("settings", "headers", "expected"), [
+    ({}, {"x-forwarded-proto": "https"}, ProxiedRequest("127.0.0.1", "https")),
+    ({}, {"x-forwarded-proto": "http, HTTPS"}, ProxiedRequest("127.0.0.1", "https")),
+    ({}, {"x-forwarded-proto": "javascript"}, ProxiedRequest("127.0.0.1")),
+    ({}, {"x-forwarded-host": "shop.example"}, ProxiedRequest("127.0.0.1")),
+    ({"forwarded_host": True}, {"x-forwarded-host": "shop.example:8443", "x-forwarded-proto": "https"},
+     ProxiedRequest("127.0.0.1", "https", "shop.example:8443")),
+    ({"forwarded_host": True}, {"x-forwarded-host": "evil.example/path?x"}, ProxiedRequest("127.0.0.1")),
+    # Forwarded: proto= and host= of the element that names the client, not of any other.
+    ({"client_ip_header": "forwarded", "forwarded_host": True},
+     {"forwarded": 'for=6.6.6.6;proto=http;host=evil.example, for=203.0.113.9;proto=https;host="shop.example"',
+      "x-forwarded-proto": "http"},
+     ProxiedRequest("203.0.113.9", "https", "shop.example")),
+])
+def test_scheme_and_host_from_trusted_proxies(settings, headers, expected):
+    assert proxied("127.0.0.1", headers, trusted_proxies="1", **settings) == expected
 
 
 @pytest.mark.parametrize(("value", "mode", "expected"), [

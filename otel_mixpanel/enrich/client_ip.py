@@ -1,8 +1,10 @@
 """The client's IP address: the socket peer, or the proxies' headers read from the right.
 
-A client controls the left of ``X-Forwarded-For``; only entries added by proxies the
-operator trusts can be believed. So the header is read from the right, skipping
-trusted hops, and the first address not vouched for by a trusted proxy is the client.
+A client controls the left of ``X-Forwarded-For``, and every header a proxy does not write;
+only entries added by proxies the operator trusts can be believed. So only the header the
+trusted proxies write is read, from the right, skipping trusted hops, and the first address
+not vouched for by a trusted proxy is the client. The scheme and host the client used come
+from the same trusted proxies.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import ipaddress
 import logging
 import re
 import socket
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
-from otel_mixpanel.config import ENV_PREFIX, TrustedProxies
+from otel_mixpanel.config import ENV_PREFIX, FORWARDING_LIST_HEADERS, Settings, TrustedProxies
 
 logger = logging.getLogger("otel_mixpanel")
 UNTRUSTED_FORWARDING_WARNING = (
@@ -28,7 +30,10 @@ _warned_untrusted_forwarding = False
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # As an event's ip or a profile update's $ip: "do not geolocate this record".
 NO_GEOLOCATION = "0"
-_FORWARDED_FOR = re.compile(r'(?i)(?:^|;)\s*for\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)')
+# A host name or IP literal, with an optional port: all a forwarded host may be.
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+# Proxy headers are read from their right end, this long at most (a real chain is a few hundred characters).
+MAX_FORWARDING_CHARS = 4096
 
 
 def parse_address(text: str | None) -> IPAddress | None:
@@ -55,20 +60,6 @@ def parse_address(text: str | None) -> IPAddress | None:
     return address
 
 
-def _x_forwarded_for_hops(values: tuple[str, ...]) -> list[str]:
-    return [hop.strip() for value in values for hop in value.split(",") if hop.strip()]
-
-
-def _forwarded_hops(values: tuple[str, ...]) -> list[str]:
-    hops = []
-    for value in values:
-        for element in value.split(","):
-            match = _FORWARDED_FOR.search(element)
-            # An element without for= still is a hop: keep its place so hop counting stays right.
-            hops.append(match.group(1) if match else "unknown")
-    return hops
-
-
 def address_text(text: str | None) -> str | None:
     """``text`` as a normalised IP address, or None when it is not one."""
     if text and "." in text and ":" not in text:
@@ -81,30 +72,120 @@ def address_text(text: str | None) -> str | None:
     return str(address) if address else None
 
 
-def client_ip(peer: str | None, forwarded_for: tuple[str, ...], forwarded: tuple[str, ...],
-              trusted: TrustedProxies) -> str | None:
-    """The client's address as text, or None when nothing usable was recorded."""
+class ProxiedRequest(NamedTuple):
+    """What the request looked like on the client's side of the trusted proxies.
+
+    ``client`` is the client's address (None when nothing usable was recorded); ``scheme`` and
+    ``host`` are what a trusted proxy said the client used, None where it said nothing.
+    """
+
+    client: str | None
+    scheme: str | None = None
+    host: str | None = None
+
+
+# Reads one captured request header's values, e.g. ``header("x-forwarded-for")``.
+HeaderReader = Callable[[str], tuple[str, ...]]
+
+
+def proxied_request(peer: str | None, header: HeaderReader, settings: Settings) -> ProxiedRequest:
+    """The client's address, scheme and host, believing only trusted proxies.
+
+    Only the header the trusted proxies write (``CLIENT_IP_HEADER``) is read for the address:
+    a client can send any header, and proxies such as nginx or AWS ALB pass on those they do
+    not write (a client's own ``Forwarded: for=...``, say) untouched.
+    """
+    trusted = settings.trusted_proxies
     if not trusted.enabled:
-        if forwarded_for or forwarded:
+        if header("x-forwarded-for") or header("forwarded"):
             _warn_untrusted_forwarding()
-        return address_text(peer)
-    hops = _forwarded_hops(forwarded) if forwarded else _x_forwarded_for_hops(forwarded_for)
+        return ProxiedRequest(address_text(peer))
+    if not trusted.hops:
+        peer_address = parse_address(peer)
+        if peer_address is None or not trusted.trusts(peer_address):
+            # Not sent through a trusted proxy: every header came from the client.
+            return ProxiedRequest(str(peer_address) if peer_address else None)
+    name = settings.client_ip_header
+    if name == "forwarded":
+        return _from_forwarded(peer, header(name), trusted, settings.forwarded_host)
+    if name in FORWARDING_LIST_HEADERS:
+        hops = _list_entries(header(name))
+        index = _client_hop(hops, trusted)
+        client = address_text(peer if index is None else hops[index])
+    else:
+        # A single address that the proxy sets, overwriting whatever the client sent.
+        written = _list_entries(header(name))[-1:]
+        client = address_text(written[0] if written else peer)
+    host = _host(_last(header("x-forwarded-host"))) if settings.forwarded_host else None
+    return ProxiedRequest(client, _scheme(_last(header("x-forwarded-proto"))), host)
+
+
+def _from_forwarded(peer: str | None, values: tuple[str, ...], trusted: TrustedProxies,
+                    forwarded_host: bool) -> ProxiedRequest:
+    """RFC 7239: the element that names the client was written by the outermost trusted proxy,
+    and its ``proto=`` and ``host=`` describe the client's own connection."""
+    elements = [_forwarded_parameters(element) for element in _list_entries(values)]
+    index = _client_hop([element.get("for", "unknown") for element in elements], trusted)
+    if index is None:
+        return ProxiedRequest(address_text(peer))
+    element = elements[index]
+    host = _host(element.get("host")) if forwarded_host else None
+    return ProxiedRequest(address_text(element.get("for")), _scheme(element.get("proto")), host)
+
+
+def _client_hop(hops: list[str], trusted: TrustedProxies) -> int | None:
+    """Which hop, counted from the left, is the client; None: the header names none (use the peer)."""
     if not hops:
-        return address_text(peer)
+        return None
     if trusted.hops:
         # Each of the N trusted proxies appended the address it saw; the client is the N-th from the right.
-        return address_text(peer if len(hops) < trusted.hops else hops[-trusted.hops])
-    peer_address = parse_address(peer)
-    if peer_address is None or not trusted.trusts(peer_address):
-        return str(peer_address) if peer_address else None
-    for hop in reversed(hops):
-        address = parse_address(hop)
-        if address is None:
-            # An unknown or obfuscated hop cannot be trusted, and what lies left of it cannot be believed.
-            return None
-        if not trusted.trusts(address):
-            return str(address)
-    return address_text(hops[0])
+        return len(hops) - trusted.hops if len(hops) >= trusted.hops else None
+    for index in range(len(hops) - 1, -1, -1):
+        address = parse_address(hops[index])
+        # An unknown or obfuscated hop cannot be trusted, and what lies left of it cannot be believed.
+        if address is None or not trusted.trusts(address):
+            return index
+    return 0
+
+
+def right_end(text: str, limit: int = MAX_FORWARDING_CHARS) -> str:
+    """At most ``limit`` characters of a comma-separated proxy header, from the right.
+
+    Proxies append on the right; the left is what the client sent, so padding there must not
+    push the trusted proxies' entries out. A first entry cut in half is dropped.
+    """
+    if len(text) <= limit:
+        return text
+    return text[-limit:].partition(",")[2]
+
+
+def _list_entries(values: tuple[str, ...]) -> list[str]:
+    """The comma-separated entries of a header's values, in order, from its right end only."""
+    text = right_end(",".join(values))
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def _forwarded_parameters(element: str) -> dict[str, str]:
+    parameters = {}
+    for pair in element.split(";"):
+        name, sep, value = pair.partition("=")
+        if sep:
+            parameters[name.strip().lower()] = value.strip().strip('"')
+    return parameters
+
+
+def _last(values: tuple[str, ...]) -> str | None:
+    entries = _list_entries(values)
+    return entries[-1] if entries else None
+
+
+def _scheme(value: str | None) -> str | None:
+    scheme = value.lower() if value else None
+    return scheme if scheme in ("http", "https") else None
+
+
+def _host(value: str | None) -> str | None:
+    return value if value and _HOST.match(value) else None
 
 
 def _warn_untrusted_forwarding() -> None:

@@ -1,7 +1,8 @@
 """What the web middleware writes on the request's span for the exporter to read.
 
 Only what the default instrumentation leaves out: the device id, the Referer and the
-proxy headers (the exporter applies the trusted-proxy rule to them), and ``url.path`` /
+proxy headers (the client address, X-Forwarded-Proto and -Host; the exporter believes
+them only from trusted proxies), and ``url.path`` /
 ``url.query`` when the instrumentation did not record them (under wsgiref with stable
 semantic conventions there is no RAW_URI, so it records neither). Cookie and
 Authorization are never recorded.
@@ -14,16 +15,23 @@ from urllib.parse import quote
 
 from opentelemetry.trace import Span
 
+from otel_mixpanel.config import CLIENT_IP_HEADERS
+from otel_mixpanel.enrich.client_ip import right_end
+
 ENDUSER_PSEUDO_ID = "enduser.pseudo.id"
 URL_PATH = "url.path"
 URL_QUERY = "url.query"
 # Environ key -> attribute, in the semantic conventions' spelling (lower case, dashes kept).
 RECORDED_HEADERS = (
     ("HTTP_REFERER", "http.request.header.referer"),
-    ("HTTP_X_FORWARDED_FOR", "http.request.header.x-forwarded-for"),
-    ("HTTP_FORWARDED", "http.request.header.forwarded"),
 )
-# Enough for any real Referer or proxy chain; a forged megabyte header is not copied into the span.
+# The headers proxies write: the client address (whichever CLIENT_IP_HEADER names), scheme and host.
+# The exporter believes them only from trusted proxies.
+PROXY_HEADERS = tuple(
+    ("HTTP_" + name.upper().replace("-", "_"), "http.request.header." + name)
+    for name in (*CLIENT_IP_HEADERS, "x-forwarded-proto", "x-forwarded-host")
+)
+# Enough for any real Referer; a forged megabyte header is not copied into the span.
 MAX_HEADER_CHARS = 4096
 # Characters a browser leaves unescaped in a path (RFC 3986 pchar and "/").
 _PATH_SAFE = "/:@!$&'()*+,;="
@@ -35,6 +43,11 @@ def record_request(span: Span, environ: Mapping[str, Any], device_id: str) -> No
         value = environ.get(key)
         if isinstance(value, str) and value.strip():
             span.set_attribute(attribute, (value.strip()[:MAX_HEADER_CHARS],))
+    for key, attribute in PROXY_HEADERS:
+        value = environ.get(key)
+        if isinstance(value, str) and value.strip():
+            # The right end: proxies append there, and a client's padding on the left must not push them out.
+            span.set_attribute(attribute, (right_end(value.strip()),))
     recorded = getattr(span, "attributes", None) or {}
     if URL_PATH not in recorded:
         span.set_attribute(URL_PATH, request_path(environ))
