@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_mixpanel.admission import TRACK_MAX_AGE_MS, Admission, dumps
+from otel_mixpanel import sampling
 from otel_mixpanel.advice import no_identity_advice
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
 from otel_mixpanel.config import (
@@ -90,6 +91,8 @@ class MixpanelSpanExporter(SpanExporter):
         self._admission = Admission(None if self._settings.uses_import else TRACK_MAX_AGE_MS)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
+        self._sampling_checked = False
+        sampling.register_exporter(self)
         self._shut_down = False
         self._off = self._settings.off_reason is not None
         if self._off:
@@ -117,10 +120,19 @@ class MixpanelSpanExporter(SpanExporter):
         if self._off:
             return SpanExportResult.SUCCESS
         try:
+            if not self._sampling_checked:
+                self._check_sampling()
             return self._hand_over(self._assembler.add(spans))
         except Exception:
             self._warn_once("export", "Spans could not be turned into Mixpanel events", exc_info=True)
             return SpanExportResult.FAILURE
+
+    def _check_sampling(self) -> None:
+        """Once, at the first export, when the tracer provider is set up: say if it keeps spans from us."""
+        self._sampling_checked = True
+        problem = sampling.sampling_problem(self)
+        if problem:
+            self._warn_once("sampling", problem)
 
     def _hand_over(self, traces: list[LocalTrace]) -> SpanExportResult:
         serialised: list[tuple[str, str]] = []
@@ -169,6 +181,8 @@ class MixpanelSpanExporter(SpanExporter):
         if self._shut_down:
             return
         try:
+            # Unsampled spans that an extra processor still holds (docs/sampling.md) come first.
+            sampling.flush_feeders(self, timeout_millis)
             # Spans still waiting for their server span go out with the context they have.
             self._hand_over(self._assembler.drain())
         except Exception:

@@ -164,11 +164,16 @@ def test_example_app(example, extra_env):
             check_journey(ingest, device)
 
 
-@pytest.mark.parametrize("example", ["flask_app.py", "fastapi_app.py"])
-def test_example_with_zero_code_instrumentation(example):
+@pytest.mark.parametrize("example, sampling", [
+    ("flask_app.py", {}),
+    ("fastapi_app.py", {}),
+    # Tracing samples nothing, yet every request reaches Mixpanel (docs/sampling.md).
+    ("flask_app.py", {"OTEL_TRACES_SAMPLER": "mixpanel_parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}),
+])
+def test_example_with_zero_code_instrumentation(example, sampling):
     with IngestServer() as ingest:
         env = example_env(ingest, OTEL_TRACES_EXPORTER="mixpanel", OTEL_METRICS_EXPORTER="none",
-                          OTEL_LOGS_EXPORTER="none", PORT="0")
+                          OTEL_LOGS_EXPORTER="none", PORT="0", **sampling)
         command = [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / example)]
         with running(command, env, LISTENING) as base:
             device = visit(base)
