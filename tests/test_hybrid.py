@@ -22,6 +22,7 @@ from otel_mixpanel.web.js_cookie import encode_js_cookie, js_sdk_cookie, page_vi
 
 from conftest import Site
 from test_first_touch import GOOGLE_SEARCH, LANDING, Client, shop
+from test_web_asgi import VISIT, asgi_site, fastapi_app  # noqa: F401 (asgi_site is a fixture)
 
 JS_COOKIE = "mp_test-token_mixpanel"
 
@@ -69,6 +70,23 @@ def test_a_new_visitor_gets_the_sdk_cookie_with_the_server_device_id(hybrid_site
     site.flush()
     events = ingest.wait_for(2)
     assert {e["properties"]["distinct_id"] for e in events} == {prefix + device}
+
+
+def test_asgi_writes_the_sdk_cookie_too(asgi_site, ingest):
+    site = asgi_site()
+    app = fastapi_app(site, mixpanel_token="test-token", write_js_cookie=True, js_tracks_page_views=False)
+    with site.serving(app):
+        _, headers, body = site.request("/shop/boots", VISIT)
+        _, again, _ = site.request("/shop/boots", {**VISIT, "Cookie": f"{JS_COOKIE}=%7B%7D"})
+        site.flush()
+    device = body.decode().split()[-1].removesuffix("</html>")
+    written = js_set_cookie(headers.get_all("Set-Cookie") or [])
+    assert written and read_as_mixpanel_js(written) == {
+        "distinct_id": "$device:" + device, "$device_id": device,
+        "$initial_referrer": VISIT["Referer"], "$initial_referring_domain": "www.google.com"}
+    assert js_set_cookie(again.get_all("Set-Cookie") or []) is None
+    received = ingest.wait_for(4)
+    assert len(received) == 4 and {e["properties"]["$initial_referrer"] for e in received} == {VISIT["Referer"]}
 
 
 def test_an_existing_sdk_cookie_is_never_overwritten(hybrid_site):

@@ -25,12 +25,9 @@ from opentelemetry.trace import Span
 
 from otel_mixpanel.web.attributes import MAX_HEADER_CHARS, record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
-from otel_mixpanel.web.first_touch import (
-    FirstTouchState,
-    first_touch_cookies,
-    record_first_touch,
-    resolve_first_touch,
-)
+from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
+from otel_mixpanel.web.js_cookie import announce_hybrid
+from otel_mixpanel.web.response import response_cookies
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,6 +45,7 @@ class MixpanelMiddleware:
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
         self.options = DeviceIdOptions.build(**options)
+        announce_hybrid(self.options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
@@ -66,7 +64,7 @@ class MixpanelMiddleware:
             if message.get("type") == "http.response.start":
                 if not recorded:
                     recorded = _record_on_current_span(environ, state, touch)
-                cookies = _set_cookie_headers(state, touch, self.options)
+                cookies = _set_cookie_headers(environ, state, touch, self.options)
                 if cookies:
                     message = {**message, "headers": [*message.get("headers", ()), *cookies]}
             await send(message)
@@ -117,10 +115,10 @@ def _latin1(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _set_cookie_headers(state: DeviceState, touch: FirstTouchState | None,
+def _set_cookie_headers(environ: dict[str, Any], state: DeviceState, touch: FirstTouchState | None,
                         options: DeviceIdOptions) -> list[tuple[bytes, bytes]]:
     values = [state.set_cookie_header(options)] if state.cookie_needed else []
-    values.extend(cookie.header() for cookie in first_touch_cookies(touch, state, options))
+    values.extend(cookie.header() for cookie in response_cookies(environ.get("HTTP_COOKIE"), state, touch, options))
     return [(b"set-cookie", value.encode("latin-1")) for value in values]
 
 
