@@ -16,7 +16,7 @@ or under gunicorn: ``gunicorn -c examples/gunicorn.conf.py --chdir examples flas
 from __future__ import annotations
 
 import argparse
-import itertools
+import hashlib
 import os
 import sys
 
@@ -37,8 +37,11 @@ app.secret_key = os.environ.get("FLASK_SECRET_KEY", "example-only-secret")
 FlaskInstrumentor().instrument_app(app)
 MixpanelFlask(app)
 
-ACCOUNTS: dict[str, dict[str, str]] = {}
-_user_numbers = itertools.count(1)
+
+
+def user_id_for(email: str) -> str:
+    """The same id in every worker process: a real shop would read it from its user database."""
+    return "u-" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:12]
 
 
 def page(title: str, body: str = "") -> str:
@@ -65,15 +68,17 @@ def pricing():
 def signup():
     email = flask.request.form["email"]
     plan = flask.request.form.get("plan", "free")
-    ACCOUNTS[email] = {"user_id": f"u-{next(_user_numbers)}", "plan": plan}
+    # Kept in the signed session cookie rather than in this process's memory: under gunicorn the login
+    # may reach another worker than the sign-up did.
+    flask.session["account"] = {"email": email, "user_id": user_id_for(email), "plan": plan}
     track("Signed Up", {"plan": plan})
     return page("Account created", "<p>Please log in.</p>")
 
 
 @app.post("/login")
 def login():
-    account = ACCOUNTS.get(flask.request.form["email"])
-    if account is None:
+    account = flask.session.get("account")
+    if account is None or account["email"] != flask.request.form["email"]:
         return page("Unknown account"), 401
     flask.session["user_id"] = account["user_id"]
     identify(account["user_id"])

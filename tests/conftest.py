@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_mixpanel import MixpanelSpanExporter
-from otel_mixpanel.testing.ingest_server import IngestServer
+from otel_mixpanel.testing.ingest_server import IngestServer, stop_serving
 
 # The delivery tests' fixtures (``server``, ``make_sender``), for every test module.
 pytest_plugins = ["delivery_helpers"]
@@ -100,8 +100,7 @@ class Site:
         assert self.exporter.force_flush(5000), "events were not all delivered"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
         self.provider.shutdown()
 
 

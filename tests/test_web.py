@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from otel_mixpanel import api
+from otel_mixpanel.testing.ingest_server import stop_serving
 from otel_mixpanel.web import MixpanelMiddleware, current_device_id, reset_device_id
 from otel_mixpanel.web.device_id import (
     DeviceIdOptions,
@@ -53,13 +54,12 @@ class _QuietHandler(WSGIRequestHandler):
 @contextmanager
 def serve(app) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        stop_serving(server)
 
 
 class Browser:

@@ -22,6 +22,7 @@ import gzip
 import json
 import re
 import socket
+import socketserver
 import struct
 import threading
 import time
@@ -76,7 +77,9 @@ class IngestServer:
         self.latency = latency
         self.max_request_bytes = max_request_bytes
         self.max_records = max_records
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        # Notified whenever records are accepted, so waiting for them costs no polling.
+        self._arrived = threading.Condition(self.lock)
         self.faults: deque[Fault] = deque()
         self.requests: list[Request] = []
         self.accepted: dict[str, list[dict[str, Any]]] = {"/import": [], "/track": [], "/engage": [], "/groups": []}
@@ -96,14 +99,13 @@ class IngestServer:
         return f"http://{host}:{port}"
 
     def start(self) -> IngestServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="ingest-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ingest-server", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._release_hangs.set()
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server)
 
     def __enter__(self) -> IngestServer:
         return self.start()
@@ -140,13 +142,15 @@ class IngestServer:
             return list(self.accepted["/groups"])
 
     def wait_for(self, count: int, timeout: float = 10.0, what: str = "events") -> list[dict[str, Any]]:
-        """Wait until at least ``count`` distinct events (or profile updates) have arrived."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.events() if what == "events" else self.profile_updates()
-            if len(got) >= count or time.monotonic() >= deadline:
-                return got
-            time.sleep(0.01)
+        """Wait until at least ``count`` distinct events (or ``what="profiles"``: profile updates) have
+        arrived, and return them all; raise ``TimeoutError``, saying what did arrive, at the deadline."""
+        received = self.events if what == "events" else self.profile_updates
+        with self._arrived:
+            if self._arrived.wait_for(lambda: len(received()) >= count, timeout):
+                return received()
+            got = received()
+        shown = [record.get("event", record) for record in got[:10]]
+        raise TimeoutError(f"waited {timeout} s for {count} {what}, {len(got)} arrived: {shown}")
 
     # The request handling, called from the handler thread.
 
@@ -241,6 +245,7 @@ class IngestServer:
             # /import documents no request-wide ip switch: only each event's own ip property counts.
             self._locate(path, good, [], sender)
             self.rejected.extend(records[f["index"]] for f in failed)
+            self._arrived.notify_all()
         if failed and strict:
             return 400, {"code": 400, "error": "some data points in the request failed validation",
                          "failed_records": failed, "num_records_imported": len(good), "status": "Bad Request"}
@@ -254,6 +259,7 @@ class IngestServer:
             if not problems:
                 self.accepted[path].extend(records)
                 self._locate(path, records, *origin)
+                self._arrived.notify_all()
         if verbose:
             return status, ({"status": 1, "error": None} if not problems else {"status": 0, "error": problems[0]})
         return status, 1 if not problems else 0
@@ -278,6 +284,24 @@ class IngestServer:
             return headers.get("authorization", "").startswith("Basic ")
         expected = base64.b64encode(":".join(self.credentials).encode()).decode()
         return headers.get("authorization") == f"Basic {expected}"
+
+
+def stop_serving(server: socketserver.BaseServer) -> None:
+    """Stop ``server.serve_forever()`` now and close the server.
+
+    ``shutdown()`` alone returns only once the serving loop next wakes, up to its poll interval later
+    (half a second by default, on every test's teardown); a connection wakes the loop at once.
+    """
+    stopper = threading.Thread(target=server.shutdown, name="server-stop", daemon=True)
+    stopper.start()
+    address = server.server_address[:2]
+    while stopper.is_alive():
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except OSError:
+            pass
+        stopper.join(0.005)
+    server.server_close()
 
 
 def _parse_records(body: bytes, content_type: str) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
