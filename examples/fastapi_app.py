@@ -141,6 +141,12 @@ class _Server(uvicorn.Server):
             host, port = listening.getsockname()[:2]
             print(f"listening on http://{host}:{port}", flush=True)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Sends what is still queued. Here, not after serve() returns: uvicorn raises the SIGTERM it caught
+        # again once serving ends, and the default handler ends the process before any later line runs.
+        trace.get_tracer_provider().shutdown()
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="FastAPI example for otel-mixpanel")
@@ -153,12 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((args.host, args.port))
     server = _Server(uvicorn.Config(app, log_level="warning"))
-    try:
-        # uvicorn handles SIGINT and SIGTERM itself: it finishes the requests under way, then returns.
-        asyncio.run(server.serve(sockets=[listening]))
-    finally:
-        # Sends what is still queued before the process ends.
-        trace.get_tracer_provider().shutdown()
+    # uvicorn handles SIGINT and SIGTERM itself: it finishes the requests under way, then shuts down.
+    asyncio.run(server.serve(sockets=[listening]))
 
 
 if __name__ == "__main__":
