@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.trace import SpanKind
 
-from otel_mixpanel.spans import read_http, read_identity
+from otel_mixpanel.spans import read_http, read_identity, request_header
 
 OLD = {"http.method": "GET", "http.scheme": "https", "http.host": "shop.example.com", "http.target": "/p/1?utm_source=x",
        "http.route": "/p/<id>", "http.status_code": 200, "http.user_agent": "UA/1", "net.peer.ip": "203.0.113.9"}
@@ -51,8 +51,10 @@ def test_captured_headers_in_either_spelling_and_shape(key):
 
 
 def test_forwarded_headers_keep_every_value():
-    facts = read_http("GET /", SpanKind.SERVER, {**STABLE, "http.request.header.x_forwarded_for": ("1.1.1.1", "2.2.2.2")})
-    assert facts is not None and facts.forwarded_for == ("1.1.1.1", "2.2.2.2")
+    attributes = {**STABLE, "http.request.header.x_forwarded_for": ("1.1.1.1", "2.2.2.2")}
+    assert request_header(attributes, "x-forwarded-for") == ("1.1.1.1", "2.2.2.2")
+    assert request_header({"http.request.header.forwarded": "for=1.1.1.1"}, "forwarded") == ("for=1.1.1.1",)
+    assert request_header(attributes, "x-real-ip") == ()
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", b"", (), [None], 12.5, True, "\ud800", "x" * 100_000])
