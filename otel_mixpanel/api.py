@@ -8,10 +8,16 @@ the calls cost what an ``add_event`` costs and work on whatever span is current
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, Mapping
 
-from opentelemetry import trace
-from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID
+from opentelemetry import baggage, trace
+from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID, ENDUSER_PSEUDO_ID
+
+from otel_mixpanel import jobs
+
+logger = logging.getLogger("otel_mixpanel")
 
 # Span events with these names carry instructions for the exporter, not business events.
 IDENTIFY_EVENT = "otel_mixpanel.identify"
@@ -27,7 +33,59 @@ def track(name: str, properties: Mapping[str, Any] | None = None) -> None:
     """
     if not isinstance(name, str) or not name:
         raise ValueError("track() needs a non-empty event name")
-    trace.get_current_span().add_event(name, attributes=dict(properties or {}))
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, attributes=dict(properties or {}))
+    else:
+        _track_on_own_span(name, dict(properties or {}))
+
+
+_said: set[str] = set()
+_said_lock = threading.Lock()
+TRACER_NAME = "otel_mixpanel"
+OWN_SPAN_NAME = "otel_mixpanel.track"
+
+
+def _say_once(kind: str, message: str) -> None:
+    with _said_lock:
+        if kind in _said:
+            return
+        _said.add(kind)
+    logger.warning(message)
+
+
+def _known_identity() -> dict[str, str]:
+    """The ids this context still knows without a span: the middleware's device id, the baggage."""
+    from otel_mixpanel.web.device_id import current_device_id  # otel_mixpanel.web imports this module
+
+    known = {ENDUSER_PSEUDO_ID: current_device_id() or baggage.get_baggage(jobs.DEVICE_KEY),
+             ENDUSER_ID: baggage.get_baggage(jobs.USER_KEY)}
+    return {attribute: str(value) for attribute, value in known.items() if value}
+
+
+def _track_on_own_span(name: str, properties: dict[str, Any]) -> None:
+    """No span is recording here: the event gets a span of its own, with the identity still known.
+
+    This happens in a thread that did not get the request's context (``run_in_executor``
+    copies none), in a script or job without instrumentation, or where the sampler dropped
+    the span.
+    """
+    identity = _known_identity()
+    span = trace.get_tracer(TRACER_NAME).start_span(OWN_SPAN_NAME, attributes=identity)
+    if not span.is_recording():
+        _say_once("no-provider", f"otel_mixpanel.track({name!r}) ran where no span is recording and the global "
+                  "tracer provider records nothing (none is set, or its sampler dropped the span), so the event is "
+                  "lost: set the provider with trace.set_tracer_provider() (docs/sampling.md for samplers), and "
+                  "run code outside the request with "
+                  "contextvars.copy_context().run (docs/identity.md)")
+        return
+    span.add_event(name, attributes=properties)
+    span.end()
+    if not identity:
+        _say_once("no-identity", f"otel_mixpanel.track({name!r}) ran where no span is recording and nothing "
+                  "tells the user (no request context: e.g. a thread started by run_in_executor, which does not "
+                  "copy it). The event is sent on a span of its own, without a user; run such code with "
+                  "contextvars.copy_context().run (docs/identity.md)")
 
 
 def identify(user_id: str | int) -> None:
@@ -42,6 +100,7 @@ def identify(user_id: str | int) -> None:
     span = trace.get_current_span()
     span.set_attribute(ENDUSER_ID, user)
     span.add_event(IDENTIFY_EVENT, attributes={USER_ID_ATTRIBUTE: user})
+    _carry_to_jobs(user)
 
 
 def set_user(user_id: str | int) -> None:
@@ -49,6 +108,20 @@ def set_user(user_id: str | int) -> None:
     user = str(user_id).strip()
     if user:
         trace.get_current_span().set_attribute(ENDUSER_ID, user)
+        _carry_to_jobs(user)
+
+
+def _carry_to_jobs(user: str) -> None:
+    """Jobs enqueued from here on carry the user (docs/identity.md, background jobs).
+
+    Only inside a request handled by the web middleware, whose context ends with the
+    request: elsewhere (in a job, say) the entry would outlive the code that set it.
+    """
+    from otel_mixpanel.web.device_id import current_device_id
+
+    device_id = current_device_id()
+    if device_id:
+        jobs.carry_user(user, device_id)
 
 
 def set_profile(properties: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ exports only sampled spans. Analytics needs every request, so:
   exports the recorded spans that are not sampled.
 - With ``opentelemetry-instrument``: ``OTEL_TRACES_SAMPLER=mixpanel_parentbased_traceidratio``
   (or ``mixpanel_traceidratio``, ``mixpanel_parentbased_always_on``), with
-  ``OTEL_TRACES_SAMPLER_ARG`` the ratio; after set-up, ``feed_unsampled_spans`` (an
+  ``OTEL_TRACES_SAMPLER_ARG`` the ratio; after set-up, ``after_instrumentation`` (an
   ``opentelemetry_post_instrument`` entry point) gives each Mixpanel exporter the
   unsampled spans that the distro's ``BatchSpanProcessor`` skips.
 
@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
@@ -40,6 +40,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from otel_mixpanel.jobs import BaggageIdentityProcessor, copy_identity
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -123,7 +125,8 @@ class MixpanelSpanProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor`` for the Mixpanel exporter: exports recorded spans whether sampled or not.
 
     Keyword arguments are ``BatchSpanProcessor``'s. ``unsampled_only=True`` leaves sampled
-    spans to another processor of the same exporter (what ``feed_unsampled_spans`` sets up).
+    spans to another processor of the same exporter (what ``after_instrumentation`` sets up).
+    Like ``BaggageIdentityProcessor``, it gives jobs' spans the enqueuing request's ids.
     """
 
     def __init__(self, span_exporter: SpanExporter, *, unsampled_only: bool = False, **options: Any) -> None:
@@ -133,6 +136,11 @@ class MixpanelSpanProcessor(BatchSpanProcessor):
         _fed_exporters.add(span_exporter)
         if unsampled_only:
             _feeders.setdefault(span_exporter, []).append(self)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        # A job's span takes the ids of the request that enqueued it (otel_mixpanel.jobs).
+        copy_identity(span, parent_context)
+        super().on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
@@ -167,7 +175,7 @@ _feed_lock = threading.Lock()
 
 
 def register_exporter(exporter: SpanExporter) -> None:
-    """Called by each Mixpanel exporter, so that ``feed_unsampled_spans`` can find it."""
+    """Called by each Mixpanel exporter, so that ``after_instrumentation`` can find it."""
     _exporters.add(exporter)
 
 
@@ -177,16 +185,25 @@ def flush_feeders(exporter: SpanExporter, timeout_millis: int) -> None:
         feeder.force_flush(timeout_millis)
 
 
-def feed_unsampled_spans() -> None:
-    """Entry point ``opentelemetry_post_instrument``: after ``opentelemetry-instrument``'s set-up,
-    give each Mixpanel exporter the recorded unsampled spans, when the sampler records them."""
+def after_instrumentation() -> None:
+    """Entry point ``opentelemetry_post_instrument``, run after ``opentelemetry-instrument``'s set-up.
+
+    When a Mixpanel exporter was set up: jobs' spans get the enqueuing request's ids
+    (``BaggageIdentityProcessor``), and, when the sampler records unsampled spans, each
+    Mixpanel exporter gets those too.
+    """
     provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider) or not isinstance(provider.sampler, _RecordAll):
+    if not isinstance(provider, TracerProvider):
         return
     with _feed_lock:
-        for exporter in list(_exporters):
-            if exporter not in _fed_exporters:
-                provider.add_span_processor(MixpanelSpanProcessor(exporter, unsampled_only=True))
+        exporters = [exporter for exporter in list(_exporters) if exporter not in _fed_exporters]
+        if not exporters:
+            return
+        if not isinstance(provider.sampler, _RecordAll):
+            provider.add_span_processor(BaggageIdentityProcessor())
+            return
+        for exporter in exporters:
+            provider.add_span_processor(MixpanelSpanProcessor(exporter, unsampled_only=True))
 
 
 def sampling_problem(exporter: SpanExporter) -> str | None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, MutableMapping
 from urllib.parse import unquote_to_bytes
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_HOST
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span
 
+from otel_mixpanel.jobs import attach_request
 from otel_mixpanel.web.attributes import MAX_HEADER_CHARS, record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
@@ -70,9 +71,11 @@ class MixpanelMiddleware:
             await send(message)
 
         token = _current.set(state)
+        carried = attach_request(state.device_id)
         try:
             await self.app(scope, receive, send_with_cookie)
         finally:
+            context.detach(carried)
             _current.reset(token)
 
 

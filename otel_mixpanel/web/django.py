@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from django.conf import settings
-from opentelemetry import trace
+from opentelemetry import context, trace
 
+from otel_mixpanel.jobs import attach_request
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, _current, resolve_device
 from otel_mixpanel.web.first_touch import record_first_touch, resolve_first_touch
@@ -46,9 +47,11 @@ class MixpanelMiddleware:
             record_request(span, meta, state.request_device_id)
             record_first_touch(span, touch)
         token = _current.set(state)
+        carried = attach_request(state.device_id)
         try:
             response = self.get_response(request)
         finally:
+            context.detach(carried)
             _current.reset(token)
         if state.cookie_needed:
             response.set_cookie(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 
+from otel_mixpanel.jobs import attach_request
 from otel_mixpanel.web.attributes import record_request
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
@@ -50,9 +51,11 @@ class MixpanelMiddleware:
             return start_response(status, headers, *exc_info)
 
         token = _current.set(state)
+        carried = attach_request(state.device_id)
         try:
             body = self.app(environ, _start_response)
         finally:
+            context.detach(carried)
             _current.reset(token)
         if isinstance(body, (list, tuple)) or _is_file_wrapper(body, environ):
             # No application code runs while these are sent (and servers send a file wrapper with sendfile).
