@@ -5,8 +5,10 @@ look-alike receives. Property names and values follow mixpanel-browser 2.83.0.
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +37,16 @@ FIRST_TOUCH_COOKIE = "otel_mp_first_touch"
 GOOGLE_SEARCH = "https://www.google.com/search?q=running+shoes"
 LANDING = "/?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=abc"
 INITIAL_UTM = {f"initial_{name}": None for name in CAMPAIGN_PARAMETERS}
+
+
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+
+def stored_first_touch(value: str | None) -> dict[str, Any]:
+    """The first-touch cookie's value: base64url (unpadded) JSON."""
+    assert value
+    return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
 
 
 class Client:
@@ -164,7 +176,7 @@ def test_the_mixpanel_js_cookie_first_touch_wins(site, ingest):
     })
     client.open(LANDING, referer=GOOGLE_SEARCH, cookie=js)
     # Our cookie now holds the SDK's first touch, which stays when the SDK's cookie is gone.
-    assert "duckduckgo.com" in urllib.parse.unquote(client.cookie(FIRST_TOUCH_COOKIE) or "")
+    assert stored_first_touch(client.cookie(FIRST_TOUCH_COOKIE))["$initial_referrer"] == "https://duckduckgo.com/"
     client.open("/login", form={"user": "u-9"})
     events, (update,) = received(shop_site, ingest, events=2, profiles=1)
     assert {e["properties"]["$initial_referrer"] for e in events} == {"https://duckduckgo.com/"}
@@ -231,7 +243,10 @@ def test_cookies_for_the_response():
     state = resolve_first_touch("", None, None, OPTIONS)
     device = DeviceState("0b1c2d3e-4f50-4a61-8b72-9c8d7e6f5a4b", "new", True, secure_request=True)
     (cookie,) = first_touch_cookies(state, device, OPTIONS)
-    assert cookie.header().startswith(f"{FIRST_TOUCH_COOKIE}=%7B%22%24initial_referrer%22%3A%22%24direct%22")
+    name, _, value = cookie.header().partition("=")
+    assert name == FIRST_TOUCH_COOKIE and re.fullmatch(r"[A-Za-z0-9_-]+", value.split(";")[0])
+    assert stored_first_touch(value.split(";")[0]) == {"$initial_referrer": "$direct",
+                                                       "$initial_referring_domain": "$direct"}
     assert "; Secure; HttpOnly; SameSite=Lax" in cookie.header()
     device.device_id = "another"
     (deleted,) = first_touch_cookies(state, device, OPTIONS)
@@ -239,18 +254,26 @@ def test_cookies_for_the_response():
     assert first_touch_cookies(None, device, OPTIONS) == []
 
 
-def test_a_huge_referrer_is_cut_and_the_cookie_fits():
-    state = resolve_first_touch("", "https://x.example/" + "%F0%9F%98%80" * 2000,
-                                "&".join(f"{n}={'v' * 500}" for n in CAMPAIGN_PARAMETERS), OPTIONS)
-    assert len(state.touch.referrer) == MAX_REFERRER_CHARS
-    assert len(encode_first_touch(state.touch)) < 4000
+@pytest.mark.parametrize("character", ["a", "é", "😀", "\x00"])
+def test_a_huge_first_touch_is_cut_to_fit_a_cookie_and_reads_back(character):
+    state = resolve_first_touch("", "https://x.example/" + character * 3000,
+                                "&".join(f"{n}={character * 500}" for n in CAMPAIGN_PARAMETERS), OPTIONS)
+    assert len(state.touch.referrer) == MAX_REFERRER_CHARS and len(state.touch.utm) == len(CAMPAIGN_PARAMETERS)
+    value = encode_first_touch(state.touch)
+    assert len(value) <= 3500
+    again = resolve_first_touch(f"{FIRST_TOUCH_COOKIE}={value}", None, None, OPTIONS)
+    assert again.source == "cookie" and again.touch.referrer.startswith("https://x.example/" + character)
+    assert [key for key, _ in again.touch.utm] == [f"initial_{n}" for n in CAMPAIGN_PARAMETERS]
 
 
 @pytest.mark.parametrize("cookie", [
     f"{FIRST_TOUCH_COOKIE}=%7Bbroken",
+    f"{FIRST_TOUCH_COOKIE}=e30",  # {} in base64url
+    f"{FIRST_TOUCH_COOKIE}=!!!",
     f"{FIRST_TOUCH_COOKIE}=%5B1%2C2%5D",
-    f"{FIRST_TOUCH_COOKIE}=" + urllib.parse.quote(json.dumps({"$initial_referrer": 5})),
-    f"{FIRST_TOUCH_COOKIE}=" + urllib.parse.quote(json.dumps({"$initial_referrer": "  "})),
+    f"{FIRST_TOUCH_COOKIE}=" + b64(json.dumps({"$initial_referrer": 5})),
+    f"{FIRST_TOUCH_COOKIE}=" + b64(json.dumps({"$initial_referrer": "  "})),
+    f"{FIRST_TOUCH_COOKIE}=" + b64("[1, 2]"),
     "mp_tok_mixpanel=" + urllib.parse.quote(json.dumps({"$initial_referrer": ["x"], "__mpso": 3})),
 ])
 def test_unusable_cookies_mean_a_new_first_touch(cookie):
@@ -264,7 +287,7 @@ def test_any_request_gives_a_first_touch_the_exporter_can_read(cookie, referer, 
     state = resolve_first_touch(cookie, referer, query, OPTIONS)
     assert state.touch.referrer and state.touch.referring_domain
     encoded = encode_first_touch(state.touch)
-    assert ";" not in encoded and "," not in encoded and " " not in encoded
+    assert re.fullmatch(r"[A-Za-z0-9_-]*", encoded) and len(encoded) <= 3500
     attributes = {"otel_mixpanel.initial_referrer": state.touch.referrer,
                   "otel_mixpanel.initial_referring_domain": state.touch.referring_domain}
     attributes.update({f"otel_mixpanel.{k}": v for k, v in state.touch.utm})

@@ -171,3 +171,17 @@ def test_the_middleware_warns_once_when_both_sides_track_page_views(caplog, monk
         shop(mixpanel_token="other-token", write_js_cookie=True, js_tracks_page_views=True)
     (warning,) = [r for r in caplog.records if "tracked twice" in r.getMessage()]
     assert warning.levelno == logging.WARNING and "other-token" not in warning.getMessage()
+
+
+@pytest.mark.parametrize("character", ["a", "é", "😀"])
+def test_a_huge_first_touch_is_cut_so_that_the_browser_keeps_the_cookie(character):
+    from otel_mixpanel.web.first_touch import resolve_first_touch
+
+    options = DeviceIdOptions.build(environ={}, mixpanel_token="tok", write_js_cookie=True)
+    touch = resolve_first_touch("", "https://x.example/" + character * 2000, None, options)
+    device = DeviceState("0b1c2d3e-4f50-4a61-8b72-9c8d7e6f5a4b", "new", True, False)
+    cookie = js_sdk_cookie("", device, touch, options)
+    assert cookie is not None and len(cookie.header().split(";")[0]) < 4000
+    read = read_as_mixpanel_js(cookie.header())
+    assert read["$device_id"] == device.device_id
+    assert read.get("$initial_referrer", "https://x.example/").startswith("https://x.example/")

@@ -19,6 +19,7 @@ import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import lru_cache
 from time import time
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
@@ -206,19 +207,30 @@ def valid_device_id(value: object) -> str | None:
     return value
 
 
-def js_cookie_data(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> Iterator[dict[str, Any]]:
-    """The Mixpanel JavaScript SDK's persisted properties (its cookie's URL-encoded JSON), each readable value in order."""
+def js_cookie_data(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> Iterator[Mapping[str, Any]]:
+    """The Mixpanel JavaScript SDK's persisted properties (its cookie's URL-encoded JSON), each readable value in order.
+
+    The mappings may be shared with other callers: never change them.
+    """
     wanted = options.js_cookie
     for name, values in cookies.items():
         if (name != wanted) if wanted else not _JS_COOKIE.match(name):
             continue
         for value in values:
-            try:
-                data = json.loads(unquote(value))
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(data, dict):
+            data = _decode_js_cookie(value)
+            if data is not None:
                 yield data
+
+
+# Each request reads the SDK's cookie twice (device id, first touch), and percent-decoding its
+# kilobyte or so is the dearest step: the second read is a cache hit.
+@lru_cache(maxsize=64)
+def _decode_js_cookie(value: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(unquote(value))
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def js_device_id(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> str | None:

@@ -31,7 +31,7 @@ from otel_mixpanel.enrich.first_touch import INITIAL_REFERRER, INITIAL_REFERRING
 from otel_mixpanel.enrich.identity import distinct_id
 from otel_mixpanel.web.cookies import SetCookie
 from otel_mixpanel.web.device_id import DeviceIdOptions, DeviceState, parse_cookies
-from otel_mixpanel.web.first_touch import FirstTouchState
+from otel_mixpanel.web.first_touch import MAX_REFERRER_CHARS, FirstTouchState
 
 logger = logging.getLogger("otel_mixpanel.web")
 
@@ -40,7 +40,8 @@ logger = logging.getLogger("otel_mixpanel.web")
 _URI_COMPONENT_SAFE = "-_.!~*'"
 
 
-def js_cookie_properties(device_id: str, id_merge: str, first_touch: FirstTouchState | None) -> dict[str, Any]:
+def js_cookie_properties(device_id: str, id_merge: str, first_touch: FirstTouchState | None,
+                         referrer_limit: int = MAX_REFERRER_CHARS) -> dict[str, Any]:
     """The properties the SDK's cookie starts with: the server's device id and the browser's first touch.
 
     ``distinct_id`` is the one the server's own anonymous events carry: ``$device:<id>`` under
@@ -48,15 +49,20 @@ def js_cookie_properties(device_id: str, id_merge: str, first_touch: FirstTouchS
     the SDK's anonymous events and the server's share one distinct_id in either mode.
     """
     properties: dict[str, Any] = {"distinct_id": distinct_id(id_merge, device_id, None), "$device_id": device_id}
-    if first_touch is not None:
-        properties[INITIAL_REFERRER] = first_touch.touch.referrer
-        properties[INITIAL_REFERRING_DOMAIN] = first_touch.touch.referring_domain
+    if first_touch is not None and referrer_limit > 0:
+        properties[INITIAL_REFERRER] = first_touch.touch.referrer[:referrer_limit]
+        properties[INITIAL_REFERRING_DOMAIN] = first_touch.touch.referring_domain[:referrer_limit]
     return properties
 
 
 def encode_js_cookie(properties: dict[str, Any]) -> str:
     """``encodeURIComponent(JSON.stringify(properties))``, as the SDK's ``_.cookie.set`` writes it."""
     return quote(json.dumps(properties, separators=(",", ":")), safe=_URI_COMPONENT_SAFE)
+
+
+# Browsers drop a cookie past 4096 bytes: the first touch is cut, or left to the SDK, to stay well within.
+_MAX_VALUE = 3500
+_REFERRER_LIMITS = (MAX_REFERRER_CHARS, 255, 0)
 
 
 def js_sdk_cookie(cookie_header: object, device: DeviceState, first_touch: FirstTouchState | None,
@@ -72,8 +78,13 @@ def js_sdk_cookie(cookie_header: object, device: DeviceState, first_touch: First
     if device.source == "new" and not device.cookie_needed:
         return None
     reset = device.device_id != device.request_device_id
-    properties = js_cookie_properties(device.device_id, options.id_merge_mode, None if reset else first_touch)
-    return SetCookie(name, encode_js_cookie(properties), options.max_age, "/", None,
+    for limit in _REFERRER_LIMITS:
+        properties = js_cookie_properties(device.device_id, options.id_merge_mode, None if reset else first_touch,
+                                          limit)
+        value = encode_js_cookie(properties)
+        if len(value) <= _MAX_VALUE:
+            break
+    return SetCookie(name, value, options.max_age, "/", None,
                      options.secure_for(device.secure_request), httponly=False,
                      samesite=options.samesite.capitalize())
 
