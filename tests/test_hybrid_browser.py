@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import flask
 import pytest
 
-from otel_mixpanel.web import current_device_id
+from otel_mixpanel.web import current_device_id, identify
 from otel_mixpanel.web.flask import MixpanelFlask
 
 from conftest import Site
@@ -83,7 +83,10 @@ def shop(mixpanel_js: bytes, ingest_url: str, **options: Any) -> flask.Flask:
 
     @app.get("/")
     @app.get("/pricing")
+    @app.get("/login")
     def page() -> str:
+        if flask.request.path == "/login":
+            identify(flask.request.args["user"])
         server_id = html.escape(current_device_id() or "")
         return f"""<!doctype html><html><head><script src="/static/mixpanel.js"></script></head><body>
 <pre id="server">{server_id}</pre><pre id="sdk">pending</pre>
@@ -163,16 +166,17 @@ def events_by_library(site: Site, ingest: Any, count: int) -> list[dict[str, Any
     return events
 
 
+@pytest.mark.parametrize("id_merge, prefix", [("simplified", "$device:"), ("original", "")])
 def test_the_sdk_starts_on_the_server_device_id_and_the_first_page_is_one_user(
         site_factory: Callable[..., Site], ingest: Any, search: SearchPage, chromium: str, mixpanel_js: bytes,
-        tmp_path: Path) -> None:
-    site = site_factory(shop(mixpanel_js, ingest.url, write_js_cookie=True, js_tracks_page_views=False),
-                        token=TOKEN, events_api="track")
+        tmp_path: Path, id_merge: str, prefix: str) -> None:
+    app = shop(mixpanel_js, ingest.url, write_js_cookie=True, js_tracks_page_views=False, id_merge=id_merge)
+    site = site_factory(app, token=TOKEN, events_api="track", id_merge=id_merge)
     base = f"http://127.0.0.1:{site.port}"
     first = visit(chromium, tmp_path / "profile", search.url_to(base + "/?utm_source=google&utm_campaign=spring"))
     device = first["server"]
     referrer = f"http://localhost:{search.server.server_port}/"
-    assert (first["distinct_id"], first["device_id"]) == ("$device:" + device, device), first
+    assert (first["distinct_id"], first["device_id"]) == (prefix + device, device), first
     assert (first["initial_referrer"], first["initial_referring_domain"]) == (referrer, f"localhost:{search.server.server_port}")
 
     second = visit(chromium, tmp_path / "profile", base + "/pricing")
@@ -182,11 +186,22 @@ def test_the_sdk_starts_on_the_server_device_id_and_the_first_page_is_one_user(
     events = events_by_library(site, ingest, 4)
     assert sorted((e["event"], e["properties"]["mp_lib"]) for e in events) == sorted(
         [(PAGE_VIEW, "otel-mixpanel"), ("Viewed Pricing Table", "web")] * 2)
-    assert {e["properties"]["distinct_id"] for e in events} == {"$device:" + device}
-    assert {e["properties"]["$device_id"] for e in events} == {device}
+    assert {e["properties"]["distinct_id"] for e in events} == {prefix + device}
+    # The SDK sends $device_id in both modes; the server under Simplified ID Merge only.
+    assert {e["properties"].get("$device_id", device) for e in events} == {device}
     assert {e["properties"]["$initial_referrer"] for e in events} == {referrer}
     landing = next(e for e in events if e["event"] == PAGE_VIEW and e["properties"].get("utm_source"))
     assert landing["properties"]["utm_campaign"] == "spring" and landing["properties"]["$referrer"] == referrer
+
+    # At the server's login, the profile gets the first touch, with the initial UTM tags the SDK
+    # queued in its cookie (its pending people.set_once) on the first page.
+    visit(chromium, tmp_path / "profile", base + "/login?user=u-1")
+    site.flush()
+    (update,) = [p for p in ingest.wait_for(1, what="profiles") if "$set_once" in p]
+    assert update["$distinct_id"] == "u-1"
+    assert update["$set_once"]["$initial_referrer"] == referrer
+    assert update["$set_once"]["initial_utm_source"] == "google"
+    assert update["$set_once"]["initial_utm_campaign"] == "spring" and update["$set_once"]["initial_utm_term"] is None
 
 
 def test_without_write_js_cookie_the_first_page_splits_into_two_users(
