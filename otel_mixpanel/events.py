@@ -15,6 +15,7 @@ from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext
+from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
 from otel_mixpanel.span_reads import span_events
@@ -29,14 +30,14 @@ RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id"
                       "$identified_id", "$anon_id"})
 # Never dropped to fit the property limit either: without ``ip`` Mixpanel would place the event at the server.
 KEPT = RESERVED | {"ip"}
-EVENTS = "events"
-PROFILES = "people"
+EVENTS = Endpoint.EVENTS
+PROFILES = Endpoint.PEOPLE
 
 
 class Message(NamedTuple):
-    """One Mixpanel record, for the consumer endpoint ``endpoint`` ("events" or "people")."""
+    """One Mixpanel record, for the consumer endpoint ``endpoint`` (events or people)."""
 
-    endpoint: str
+    endpoint: Endpoint
     body: dict[str, Any]
 
 

@@ -30,6 +30,7 @@ from otel_mixpanel.config import (
 )
 from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, RESERVED, EventBuilder, Message
 
@@ -87,7 +88,7 @@ class MixpanelSpanExporter(SpanExporter):
         self._sensitive = frozenset(self._settings.redact_query_params)
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
         self._builder = EventBuilder(self._settings)
-        self._events_endpoint = "imports" if self._settings.uses_import else EVENTS
+        self._events_endpoint = Endpoint.IMPORTS if self._settings.uses_import else EVENTS
         self._admission = Admission(None if self._settings.uses_import else TRACK_MAX_AGE_MS)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -15,6 +16,24 @@ from otel_mixpanel.testing.ingest_server import IngestServer
 
 TOKEN = "tok-0123456789abcdef"
 API_SECRET = "secret-fedcba9876543210"
+
+
+class RecordingClock:
+    """A delivery clock whose waits are recorded and pass at once: tests assert the wait asked for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._offset
+
+    def sleep(self, interrupt: threading.Event, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            self._offset += seconds
 
 
 def fast_settings(server_url: str, spool_dir: str, **overrides: Any) -> Settings:

@@ -124,12 +124,17 @@ def test_missing_insert_id_is_added_before_spooling_so_retries_dedup(server, mak
     assert len(server.requests) == 2 and sender.stats.retried == 1
 
 
-def test_unknown_endpoint_and_bad_json_raise_at_once(make_sender):
+def test_an_unknown_endpoint_raises_and_content_that_is_not_json_objects_is_dropped(make_sender, caplog):
     sender = make_sender()
     with pytest.raises(ValueError, match="unknown Mixpanel endpoint"):
         sender.send("nowhere", "{}")
-    with pytest.raises(ValueError):
-        sender.send("events", "[1, 2]")
+    sender.send("events", "[1, 2]")
+    sender.send("events", "not json")
+    sender.send_many([("people", "{\"$distinct_id\": \"u\"}"), ("events", "[[[]]]")])
+    assert sender.stats.rejected == 3 and sender.stats.accepted == 1
+    assert sender.spool.pending()[0] == 1
+    refused = [r for r in caplog.records if "refused 1 message" in r.getMessage()]
+    assert len(refused) == 1, "one line, then at most one a minute"
 
 
 def test_memory_spool_delivers_and_writes_no_file(server, make_sender, tmp_path):

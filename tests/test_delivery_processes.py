@@ -134,8 +134,7 @@ def test_events_sent_by_an_earlier_atexit_hook_are_delivered_by_its_shutdown(tmp
                 print(json.dumps(insert_ids(late)), flush=True)
             atexit._clear()
             atexit.register(provider_shutdown)
-            atexit.register(__import__("otel_mixpanel.delivery.sender").delivery.sender._flush_at_exit,
-                            __import__("weakref").ref(sender))
+            atexit.register(sender.flush_at_exit)
         """).replace("\n", "\n        ")
         child = _spawn_sender(server.url, tmp_path, 2, then)
         first = json.loads(child.stdout.readline())

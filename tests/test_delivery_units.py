@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from otel_mixpanel.delivery.retry import Backoff
+from otel_mixpanel.delivery.pacing import Backoff
 from otel_mixpanel.delivery.spool import Spool
 from otel_mixpanel.delivery.transport import Verdict, classify, route_for, split_by_size
 

@@ -4,6 +4,7 @@
 ``mixpanel.Mixpanel(token, consumer=sender)``. See ``docs/delivery.md``.
 """
 
+from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.sender import MixpanelSender, SenderStats, create_sender
 
-__all__ = ["MixpanelSender", "SenderStats", "create_sender"]
+__all__ = ["Endpoint", "MixpanelSender", "SenderStats", "create_sender"]

@@ -1,6 +1,12 @@
 """One HTTP request to Mixpanel: where it goes, how its body is built, what its answer means.
 
 Nothing here retries or sleeps; the sender decides what to do with an ``Outcome``.
+
+A request has one deadline for the whole exchange: connecting, sending the body, and
+reading the whole answer. ``requests`` (like urllib3 and ``socket``) only bounds each
+connect and each read, so a server that answers a byte at a time could hold a delivery
+thread for as long as it liked; here a timer shuts the request's socket down when its
+deadline passes, and the request ends as one that got no answer.
 """
 
 from __future__ import annotations
@@ -9,18 +15,23 @@ import datetime
 import enum
 import gzip
 import json
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 from urllib.parse import urlencode
 
 import requests
+import requests.adapters
 import requests.auth
+import urllib3.connection
+import urllib3.connectionpool
 from mixpanel import ServiceAccountCredentials
 
 from otel_mixpanel.config import Settings
-
-CONSUMER_ENDPOINTS = ("events", "imports", "people", "groups")
+from otel_mixpanel.delivery.endpoints import Endpoint
 
 
 class Verdict(enum.Enum):
@@ -63,22 +74,18 @@ class Route:
         return "/" + self.url.rsplit("/", 1)[-1]
 
 
-def route_for(settings: Settings, endpoint: str) -> Route:
+def route_for(settings: Settings, endpoint: Endpoint | str) -> Route:
+    endpoint = Endpoint.named(endpoint)
     base = settings.endpoint.rstrip("/")
-    if endpoint == "imports" or (endpoint == "events" and settings.uses_import):
+    if endpoint is Endpoint.IMPORTS or (endpoint is Endpoint.EVENTS and settings.uses_import):
         params = {"strict": "1"}
         if settings.service_account_username and settings.project_id:
             params["project_id"] = settings.project_id
         return Route(f"{base}/import", params, form=False, authenticated=True)
     # ip=0: without it Mixpanel would geolocate every event to this server's address.
     form_params = {"verbose": "1", "ip": "0"}
-    if endpoint == "events":
-        return Route(f"{base}/track", form_params, form=True, authenticated=False)
-    if endpoint == "people":
-        return Route(f"{base}/engage", form_params, form=True, authenticated=False)
-    if endpoint == "groups":
-        return Route(f"{base}/groups", form_params, form=True, authenticated=False)
-    raise ValueError(f"unknown Mixpanel endpoint {endpoint!r}; expected one of {', '.join(CONSUMER_ENDPOINTS)}")
+    path = {Endpoint.EVENTS: "track", Endpoint.PEOPLE: "engage", Endpoint.GROUPS: "groups"}[endpoint]
+    return Route(f"{base}/{path}", form_params, form=True, authenticated=False)
 
 
 def json_array(bodies: Sequence[str]) -> str:
@@ -117,6 +124,146 @@ def import_auth(settings: Settings) -> requests.auth.AuthBase | None:
     return requests.auth.HTTPBasicAuth(*pair) if pair else None
 
 
+class _Exchange:
+    """The connections one request uses, so that its deadline can cut them off from another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: list[urllib3.connection.HTTPConnection] = []
+        self.cut_off = False
+
+    def attach(self, connection: urllib3.connection.HTTPConnection) -> None:
+        with self._lock:
+            if connection not in self._connections:
+                self._connections.append(connection)
+            cut_off = self.cut_off
+        if cut_off:
+            _shut_down(connection)
+
+    def cut(self) -> None:
+        with self._lock:
+            self.cut_off = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut_down(connection)
+
+
+def _shut_down(connection: urllib3.connection.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is None:
+        return
+    try:
+        # The plain socket's shutdown, also under TLS: the blocked read then returns at once.
+        # (SSLSocket.shutdown would first drop the TLS state the reading thread is using.)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+_current = threading.local()
+
+
+def _attach_to_current_exchange(connection: urllib3.connection.HTTPConnection) -> None:
+    exchange: _Exchange | None = getattr(_current, "exchange", None)
+    if exchange is not None:
+        exchange.attach(connection)
+
+
+class _JoinsTheExchange:
+    """Makes a urllib3 connection join the request in progress on its thread, when it connects or is reused."""
+
+    def connect(self) -> None:
+        _attach_to_current_exchange(self)  # type: ignore[arg-type]
+        super().connect()  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach_to_current_exchange(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_JoinsTheExchange, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_JoinsTheExchange, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with connections that join the request in progress on their thread."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, urllib3.PoolManager) and set(manager.pool_classes_by_scheme) == {"http", "https"}:
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    adapter = _DeadlineAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class _Watchdog:
+    """A thread that cuts off a transport's request in progress when its deadline passes.
+
+    One per transport (so per delivery thread), started on first use: a timer thread per
+    request would cost more than a request to a nearby server.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._exchange: _Exchange | None = None
+        self._deadline = 0.0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, exchange: _Exchange, timeout_s: float) -> None:
+        with self._cond:
+            self._exchange, self._deadline = exchange, time.monotonic() + timeout_s
+            self._cond.notify()
+        if self._thread is None:
+            thread = threading.Thread(target=self._run, name="otel-mixpanel-deadline", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                return  # at interpreter exit no thread can start: each connect and read keeps its time-out
+            self._thread = thread
+
+    def done(self) -> None:
+        with self._cond:
+            self._exchange = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                left = self._deadline - time.monotonic()
+                if self._exchange is not None and left <= 0:
+                    self._exchange.cut()
+                    self._exchange = None
+                self._cond.wait(left if self._exchange is not None else None)
+
+
 class Transport:
     """Builds and sends requests for one set of settings. Not shared between threads."""
 
@@ -124,6 +271,7 @@ class Transport:
         self._settings = settings
         self._auth = import_auth(settings)
         self._session: requests.Session | None = None
+        self._watchdog = _Watchdog()
 
     def __repr__(self) -> str:
         return f"Transport(endpoint={self._settings.endpoint!r})"
@@ -132,14 +280,45 @@ class Transport:
         if self._session is not None:
             self._session.close()
         self._session = None
+        self._watchdog.close()
+        self._watchdog = _Watchdog()
 
     def abandon(self) -> None:
-        """In a forked child: the parent's pooled sockets are not ours to use or close."""
+        """In a forked child: the parent's pooled sockets are not ours to use or close, nor is its thread."""
         self._session = None
+        self._watchdog = _Watchdog()
 
     def post(self, route: Route, bodies: Sequence[str], timeout_s: float) -> Outcome:
+        """Send ``bodies`` as one request; the whole exchange ends within ``timeout_s``."""
         if self._session is None:
-            self._session = requests.Session()
+            self._session = _new_session()
+        data, headers = self._body(route, bodies)
+        exchange = _Exchange()
+        response: requests.Response | None
+        self._watchdog.watch(exchange, timeout_s)
+        _current.exchange = exchange
+        try:
+            response = self._session.post(
+                route.url, params=route.params, data=data, headers=headers,
+                auth=self._auth if route.authenticated else None,
+                timeout=(timeout_s, timeout_s),
+                # requests would turn a redirected POST into a GET and lose the body.
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            if not exchange.cut_off and not isinstance(error, requests.Timeout):
+                return Outcome(Verdict.RETRY, detail=f"cannot reach {self._settings.endpoint}: {type(error).__name__}")
+            response = None
+        finally:
+            _current.exchange = None
+            self._watchdog.done()
+        if response is None or exchange.cut_off:
+            # Cut off, an answer may look complete to http.client without being so: it is not believed.
+            # (Had it been complete after all, the retry is deduplicated by the records' $insert_id.)
+            return Outcome(Verdict.RETRY, detail=f"no complete answer within {timeout_s:.3g} s")
+        return classify(route, response.status_code, response.content, response.headers.get("Retry-After"))
+
+    def _body(self, route: Route, bodies: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         payload = json_array(bodies)
         headers = {"Accept": "application/json"}
         if route.form:
@@ -151,19 +330,7 @@ class Transport:
         if self._settings.compression == "gzip":
             data = gzip.compress(data, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        auth = self._auth if route.authenticated else None
-        try:
-            response = self._session.post(
-                route.url, params=route.params, data=data, headers=headers, auth=auth,
-                timeout=(timeout_s, timeout_s),
-                # requests would turn a redirected POST into a GET and lose the body.
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            return Outcome(Verdict.RETRY, detail=f"no answer within {timeout_s:.3g} s")
-        except requests.RequestException as error:
-            return Outcome(Verdict.RETRY, detail=f"cannot reach {self._settings.endpoint}: {type(error).__name__}")
-        return classify(route, response.status_code, response.content, response.headers.get("Retry-After"))
+        return data, headers
 
 
 def classify(route: Route, status: int, content: bytes, retry_after: str | None = None) -> Outcome:

@@ -6,7 +6,9 @@ mode does and answers with Mixpanel's bodies. ``geolocation_ip(record)`` tells w
 address Mixpanel would locate an accepted record by (its ``ip``/``$ip``, else the
 sender's unless the request says ``ip=0``). Faults can be queued to answer the next
 requests: an HTTP status with an optional ``Retry-After``, a reset connection, a
-request that is never answered, or a slow answer. ``max_concurrent`` tells how many
+request that is never answered, a slow answer, or an answer dripped a byte at a time.
+``max_event_bytes`` refuses with 413 a request holding any event larger than that, as
+Mixpanel does past its 1 MB event limit. ``max_concurrent`` tells how many
 requests it was handling at once at most, and each ``Request`` when it arrived and was
 answered, to check what a client sends concurrently.
 
@@ -44,7 +46,8 @@ class Fault:
 
     ``kind``: "status" (answer ``status`` with Mixpanel's body for it, ``retry_after`` seconds
     if given), "reset" (close the connection without answering), "hang" (read the request and
-    say nothing for ``seconds``), or "slow" (wait ``seconds``, then handle normally).
+    say nothing for ``seconds``), "slow" (wait ``seconds``, then handle normally), or "drip"
+    (answer ``status`` one byte every ``seconds``, status line and headers included).
     """
 
     kind: str = "status"
@@ -71,12 +74,13 @@ class IngestServer:
 
     def __init__(self, *, credentials: tuple[str, str] | None = None, token: str | None = None,
                  latency: float = 0.0, max_request_bytes: int = 10 * 1024 * 1024,
-                 max_records: int = 2000, port: int = 0) -> None:
+                 max_records: int = 2000, max_event_bytes: int | None = None, port: int = 0) -> None:
         self.credentials = credentials
         self.token = token
         self.latency = latency
         self.max_request_bytes = max_request_bytes
         self.max_records = max_records
+        self.max_event_bytes = max_event_bytes
         self.lock = threading.RLock()
         # Notified whenever records are accepted, so waiting for them costs no polling.
         self._arrived = threading.Condition(self.lock)
@@ -185,6 +189,11 @@ class IngestServer:
             self._release_hangs.wait(fault.seconds)
             _reset(handler)
             return
+        if fault is not None and fault.kind == "drip":
+            self._record(Request(parts.path, parse_qs(parts.query), {k.lower(): v for k, v in handler.headers.items()},
+                                 len(raw), [], fault.status, arrived_at))
+            self._drip(handler, fault)
+            return
         if fault is not None and fault.kind == "slow":
             time.sleep(fault.seconds)
             fault = None
@@ -199,6 +208,20 @@ class IngestServer:
             return
         status, body = self._ingest(parts.path, query, headers, raw, arrived_at, handler.client_address[0])
         _answer(handler, status, body)
+
+    def _drip(self, handler: BaseHTTPRequestHandler, fault: Fault) -> None:
+        payload = json.dumps(_error_body(fault.status, "injected fault")).encode()
+        answer = (f"HTTP/1.1 {fault.status} Dripped\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+        handler.close_connection = True
+        for index in range(len(answer)):
+            if self._release_hangs.wait(fault.seconds):
+                return
+            try:
+                handler.wfile.write(answer[index:index + 1])
+                handler.wfile.flush()
+            except OSError:  # the client gave up
+                return
 
     def _ingest(self, path: str, query: dict[str, list[str]], headers: dict[str, str], raw: bytes,
                 arrived_at: float, sender: str = "") -> tuple[int, Any]:
@@ -217,6 +240,10 @@ class IngestServer:
         except (ValueError, OSError, EOFError) as error:
             self._record(Request(path, query, headers, len(raw), [], 400, arrived_at))
             return 400, _error_body(400, f"unable to parse request: {error}")
+        if self.max_event_bytes is not None and any(
+                len(json.dumps(record, separators=(",", ":")).encode()) > self.max_event_bytes for record in records):
+            self._record(Request(path, query, headers, len(raw), records, 413, arrived_at))
+            return 413, _error_body(413, "event too large")
         if len(records) > self.max_records:
             self._record(Request(path, query, headers, len(raw), records, 400, arrived_at))
             return 400, _error_body(400, f"too many records: {len(records)} > {self.max_records}")
