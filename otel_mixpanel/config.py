@@ -262,9 +262,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_bytes", "MAX_REQUEST_BYTES", 1024 * 1024, _positive_int(1024), "bytes",
             "Most uncompressed bytes in one request; larger batches are split before sending."),
     Setting("schedule_delay_ms", "SCHEDULE_DELAY", 1000, _positive_int(0), "milliseconds",
-            "How long the sender waits to fill a batch before sending what it has."),
+            "How long records wait for a batch to fill before what has arrived is sent; 0 sends at once."),
     Setting("timeout_ms", "TIMEOUT", 10_000, _positive_int(1), "milliseconds",
-            "Time-out of one HTTP request to Mixpanel."),
+            "Deadline of one HTTP request to Mixpanel, for the whole exchange: connecting, sending, "
+            "and reading the whole answer."),
     Setting("retry_initial_ms", "RETRY_INITIAL_BACKOFF", 2000, _positive_int(1), "milliseconds",
             "First wait before retrying a failed request; doubles each time, with jitter."),
     Setting("retry_max_ms", "RETRY_MAX_BACKOFF", 60_000, _positive_int(1), "milliseconds",

@@ -156,7 +156,7 @@ class MixpanelSpanExporter(SpanExporter):
         return messages
 
     def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:
-        serialised = []
+        serialised: list[tuple[str, str]] = []
         for message in messages:
             if message.endpoint == EVENTS:
                 text = self._admission.event_json(message.body, RESERVED)

@@ -19,7 +19,8 @@ DESCRIPTIONS = {
     "accepted": "Events and profile updates written to the spool for delivery.",
     "sent": "Records Mixpanel accepted.",
     "retried": "Records in requests that failed for a transient reason and were sent again.",
-    "rejected": "Records Mixpanel refused for good (a 400, or too large), dropped.",
+    "rejected": ("Records Mixpanel refused for good (a 400, or too large), and messages that are not "
+                 "JSON objects; dropped."),
     "dropped": "Records discarded because the spool was full (the oldest go first), or could not be written.",
 }
 

@@ -51,7 +51,7 @@ class Backoff:
 
     def next_delay(self, retry_after_s: float | None = None) -> float:
         """The wait before the next attempt; ``retry_after_s`` (from the server) wins when given."""
-        base = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 32)))
+        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempt, 32))
         self.attempt += 1
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)

@@ -147,7 +147,7 @@ class MixpanelSender:
             endpoints = {endpoint: Endpoint.named(endpoint).value for endpoint in {pair[0] for pair in pairs}}
             return [(endpoints[endpoint], body) for endpoint, body in pairs]
         checked = [(Endpoint.named(endpoint), message) for endpoint, message in messages]
-        records = []
+        records: list[tuple[str, str]] = []
         for endpoint, message in checked:
             try:
                 records.extend((endpoint.value, body) for body in records_from(endpoint, message))

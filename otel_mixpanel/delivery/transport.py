@@ -119,7 +119,8 @@ def import_auth(settings: Settings) -> requests.auth.AuthBase | None:
         # The official SDK's service-account credentials: its checks, and a repr that hides the secret.
         account = ServiceAccountCredentials(
             settings.service_account_username, settings.service_account_secret, settings.project_id)
-        return account.to_http_basic_auth()
+        auth: requests.auth.AuthBase = account.to_http_basic_auth()
+        return auth
     pair = settings.import_auth
     return requests.auth.HTTPBasicAuth(*pair) if pair else None
 

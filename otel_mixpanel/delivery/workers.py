@@ -21,9 +21,9 @@ The protocol, in one place:
   every thread (see ``pacing``). The thread that got it keeps its batch, waits and tries
   again; the others hand their batches back and end their pass, so an outage holds one
   batch in memory, not one per thread.
-- Flush. ``flush`` takes a ticket and wakes every thread; it is done when every thread has
-  completed a pass begun after the ticket and none is in a pass (a later pass may hold
-  records another thread handed back).
+- Flush. ``flush`` takes a ticket and wakes every thread; it is done when the last pass of
+  every thread begun after the ticket was complete and none is in a pass (a later pass may
+  hold records another thread handed back or set aside).
 - Shutdown. Every thread makes one last pass within the deadline and stops, releasing its
   leases. With a durable spool a failure ends the pass at once: the records are safe on
   disk and the next process sends them. With the memory spool it retries until the deadline.
@@ -65,7 +65,7 @@ class Worker:
         self.urgent = False  # woken to send now, not to let a batch fill
         self.idle = False
         self.awaiting_records = False
-        self.flushed = 0  # the last flush ticket this thread has completed
+        self.flushed = 0  # the last flush ticket this thread's latest pass completed
         self.busy = False  # in a pass
         self.thread: threading.Thread | None = None
 
@@ -88,10 +88,6 @@ class WorkerPool:
         self._stopping = False
         self._workers = [Worker(index, transport()) for index in range(CONCURRENT_REQUESTS)]
         self._running: list[Worker] = []
-
-    @property
-    def workers(self) -> list[Worker]:
-        return self._workers
 
     def abandon(self) -> None:
         """In a forked child: the parent's sessions are not ours to use or close."""
@@ -193,8 +189,8 @@ class WorkerPool:
             complete = self._run_pass(worker)
             with self._flush_cond:
                 worker.busy = False
-                if complete:
-                    worker.flushed = max(worker.flushed, ticket)
+                # A pass that ends with records set aside undoes an earlier pass's completion.
+                worker.flushed = max(worker.flushed, ticket) if complete else min(worker.flushed, ticket - 1)
                 self._flush_cond.notify_all()
             if self._stopping:
                 break
