@@ -69,7 +69,8 @@ def profile(requests: int, latency_ms: float, limit: int) -> str:
         sender = spooled.exporter.sender
         # A profile follows only the thread that enabled it: one per delivery thread, merged after.
         sender_profiles: list[cProfile.Profile] = []
-        run = sender._run
+        pool = sender._pool
+        run = pool._run
 
         def profiled_run(*args: object) -> None:
             thread_profile = cProfile.Profile()
@@ -81,7 +82,7 @@ def profile(requests: int, latency_ms: float, limit: int) -> str:
                 thread_profile.disable()
 
         # The delivery threads start on the first export and look their target up then.
-        sender._run = profiled_run
+        pool._run = profiled_run
         caller_profile = cProfile.Profile()
         start = time.perf_counter()
         caller_profile.enable()

@@ -33,7 +33,7 @@ from otel_mixpanel.delivery.spool_meta import (
     PROJECT,
     read_meta,
 )
-from otel_mixpanel.delivery.transport import CONSUMER_ENDPOINTS
+from otel_mixpanel.delivery.endpoints import CONSUMER_ENDPOINTS, EVENT_ENDPOINTS
 
 if TYPE_CHECKING:
     from otel_mixpanel.delivery.spool import Spool
@@ -42,7 +42,6 @@ logger = logging.getLogger("otel_mixpanel.delivery")
 
 _BATCH = 2000
 _LEASE_S = 300.0
-_EVENT_ENDPOINTS = ("events", "imports")
 
 
 def peek_meta(path: str) -> dict[str, str]:
@@ -133,7 +132,7 @@ def with_token(endpoint: str, body: str, token: str | None) -> str:
     if not token:
         return body
     record = json.loads(body)
-    if endpoint in _EVENT_ENDPOINTS:
+    if endpoint in EVENT_ENDPOINTS:
         properties = record.get("properties")
         holder, key = (properties if isinstance(properties, dict) else {}), "token"
     else:

@@ -29,3 +29,8 @@ class Endpoint(str, enum.Enum):
         except ValueError:
             expected = ", ".join(member.value for member in cls)
             raise ValueError(f"unknown Mixpanel endpoint {name!r}; expected one of {expected}") from None
+
+
+# The names, for code that reads them from the spool as text.
+CONSUMER_ENDPOINTS = tuple(member.value for member in Endpoint)
+EVENT_ENDPOINTS = tuple(member.value for member in Endpoint if member.is_event)

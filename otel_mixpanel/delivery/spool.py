@@ -35,7 +35,7 @@ from otel_mixpanel.delivery.spool_meta import (
     read_meta,
     write_meta,
 )
-from otel_mixpanel.delivery.transport import CONSUMER_ENDPOINTS
+from otel_mixpanel.delivery.endpoints import CONSUMER_ENDPOINTS
 
 logger = logging.getLogger("otel_mixpanel.delivery")
 
