@@ -209,7 +209,7 @@ SETTINGS: tuple[Setting, ...] = (
             "(service account, API secret, or the token as Basic user), else /track."),
     # What becomes an event.
     Setting("id_merge", "ID_MERGE", "simplified", _choice("simplified", "original"), "simplified or original",
-            "The project's ID Merge API: decides distinct_id and whether $identify is sent."),
+            "The project's ID Merge API: whether $identify is sent at login (the ids are mixpanel-js's in both)."),
     Setting("page_views", "PAGE_VIEWS", True, _flag, "true or false",
             "Turn successful GET requests into page-view events."),
     Setting("page_view_event", "PAGE_VIEW_EVENT", "$mp_web_page_view", _text, "event name",

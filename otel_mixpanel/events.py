@@ -27,7 +27,7 @@ LIBRARY = "otel-mixpanel"
 LIBRARY_VERSION = __version__
 # What identity and deduplication rest on: never overwritten by span-event attributes, never dropped.
 RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id", "$user_id",
-                      "$identified_id", "$anon_id"})
+                      "$identified_id", "$anon_id", "$anon_distinct_id"})
 # Never dropped to fit the property limit either: without ``ip`` Mixpanel would place the event at the server.
 KEPT = RESERVED | {"ip"}
 EVENTS = Endpoint.EVENTS
@@ -71,7 +71,7 @@ class EventBuilder:
     def messages(self, trace: LocalTrace, context: RequestContext) -> Iterator[Message]:
         if context.is_bot and not self._settings.track_bots:
             return
-        identity = identity_properties(self._settings.id_merge, context.device_id, context.user_id)
+        identity = identity_properties(context.device_id, context.user_id)
         server_span = context.server_span
         if server_span is not None and is_page_view(context.http, self._settings):
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
@@ -103,20 +103,16 @@ class EventBuilder:
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
                   context: RequestContext) -> Iterator[Message]:
-        """Original ID Merge links the device to the user with one ``$identify`` at login;
-        Simplified ID Merge links them through the first event carrying both ids."""
+        """Original ID Merge links the device to the user with one ``$identify`` at login, carrying
+        the request's properties as mixpanel-js's does; Simplified ID Merge links them through the
+        first event carrying both ids, and ignores ``$identify``."""
         if self._settings.id_merge != ORIGINAL or not context.device_id or not context.user_id:
             return
-        properties = identify_properties(context.device_id, context.user_id)
-        properties["ip"] = geolocation_ip(context.ip, self._settings.ip_mode)
-        properties["time"] = _millis(timestamp)
-        properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, f"identify{index}")
-        if self._settings.token:
-            properties["token"] = self._settings.token
-        yield Message(EVENTS, {"event": "$identify", "properties": properties})
+        yield self._event("$identify", span, f"identify{index}", timestamp, {**context.properties},
+                          identify_properties(context.device_id, context.user_id))
 
     def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:
-        user = distinct_id(self._settings.id_merge, context.device_id, context.user_id)
+        user = distinct_id(context.device_id, context.user_id)
         if not user:
             # A profile needs someone to belong to; the exporter's no-identity warning says how to add one.
             return
@@ -139,7 +135,7 @@ class EventBuilder:
         if not context.user_id or not context.first_touch_profile:
             return
         update: dict[str, Any] = {
-            "$distinct_id": distinct_id(self._settings.id_merge, context.device_id, context.user_id),
+            "$distinct_id": distinct_id(context.device_id, context.user_id),
             "$set_once": dict(context.first_touch_profile),
         }
         if self._settings.token:

@@ -143,12 +143,15 @@ def test_original_id_merge_sends_one_identify_at_login(site_factory, ingest):
         site.request(path, headers={"User-Agent": DESKTOP_CHROME})
     site.flush()
     [identify] = by_name(ingest, "$identify")
-    assert identify["properties"]["$identified_id"] == "alice"
-    assert identify["properties"]["$anon_id"] == DEVICE
-    assert identify["properties"]["distinct_id"] == "alice"
+    # As mixpanel-js 2.83.0 identifies (distinct_id, $anon_distinct_id), and as the HTTP API documents.
+    props = identify["properties"]
+    assert (props["distinct_id"], props["$anon_distinct_id"]) == ("alice", f"$device:{DEVICE}")
+    assert (props["$identified_id"], props["$anon_id"]) == ("alice", f"$device:{DEVICE}")
+    assert (props["$device_id"], props["$user_id"]) == (DEVICE, "alice")
+    assert props["$browser"] == "Chrome" and props["$current_url"].endswith("/login")
     ids = [e["properties"]["distinct_id"] for e in by_name(ingest, "$mp_web_page_view")]
-    assert sorted(ids) == sorted([DEVICE, "alice", "alice", "alice"])
-    assert all("$device_id" not in e["properties"] for e in ingest.events())
+    assert sorted(ids) == sorted([f"$device:{DEVICE}", "alice", "alice", "alice"])
+    assert all(e["properties"]["$device_id"] == DEVICE for e in ingest.events())
 
 
 def test_events_without_identity_are_sent_and_warned_about_once(site_factory, ingest, caplog):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
 from opentelemetry import trace
 
-from conftest import DESKTOP_CHROME
+import otel_mixpanel
+from conftest import DESKTOP_CHROME, text_app
+from otel_mixpanel.enrich.identity import distinct_id, identify_properties, identity_properties
 from otel_mixpanel.placeholder_ids import PLACEHOLDER_IDS, is_placeholder_id
 from otel_mixpanel.spans import identity_text
 from otel_mixpanel.web.device_id import valid_device_id
@@ -37,3 +42,53 @@ def test_one_placeholder_list_for_user_ids_device_ids_and_the_ingest_server():
         assert valid_device_id(placeholder) is None
     assert is_placeholder_id("n/a") and is_placeholder_id("NA") and not is_placeholder_id("nathalie")
     assert identity_text("nathalie") == "nathalie"
+
+
+def mixpanel_js_cookie(device: str) -> str:
+    """The cookie mixpanel-browser 2.83.0 writes at init for a new anonymous browser (encodeURIComponent JSON)."""
+    state = {"distinct_id": f"$device:{device}", "$device_id": device, "$initial_referrer": "$direct",
+             "$initial_referring_domain": "$direct"}
+    return f"mp_test-token_mixpanel={quote(json.dumps(state, separators=(',', ':')), safe='')}"
+
+
+@pytest.mark.parametrize("id_merge", ["simplified", "original"])
+def test_a_browser_running_mixpanel_js_is_one_user_with_the_servers_events(site_factory, ingest, id_merge):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/login":
+            otel_mixpanel.identify("alice")
+        return text_app(environ, start_response)
+
+    site = site_factory(MixpanelMiddleware(app, mixpanel_token="test-token"), id_merge=id_merge)
+    cookie = mixpanel_js_cookie(DEVICE)
+    for path in ("/", "/login"):
+        site.request(path, headers={"User-Agent": DESKTOP_CHROME, "Cookie": cookie})
+    site.flush()
+    views = {e["properties"]["current_url_path"]: e["properties"] for e in by_name(ingest, "$mp_web_page_view")}
+    # The SDK's own anonymous events say distinct_id "$device:<id>", $device_id "<id>": so do the server's.
+    assert (views["/"]["distinct_id"], views["/"]["$device_id"]) == (f"$device:{DEVICE}", DEVICE)
+    assert (views["/login"]["distinct_id"], views["/login"]["$user_id"]) == ("alice", "alice")
+    identifies = by_name(ingest, "$identify")
+    if id_merge == "simplified":
+        assert identifies == []
+    else:
+        [identify] = identifies
+        props = identify["properties"]
+        # mixpanel-js's identify() sends {distinct_id: user, $anon_distinct_id: previous distinct_id}.
+        assert (props["distinct_id"], props["$anon_distinct_id"]) == ("alice", f"$device:{DEVICE}")
+        assert (props["$identified_id"], props["$anon_id"]) == ("alice", f"$device:{DEVICE}")
+        assert ingest.geolocation_ip(identify) == "127.0.0.1"
+
+
+def test_identity_functions_follow_mixpanel_js():
+    assert distinct_id(DEVICE, None) == f"$device:{DEVICE}"
+    assert distinct_id(DEVICE, "alice") == distinct_id(None, "alice") == "alice"
+    assert distinct_id(None, None) == ""
+    assert identity_properties(DEVICE, None) == {"distinct_id": f"$device:{DEVICE}", "$device_id": DEVICE}
+    assert identity_properties(None, "alice") == {"distinct_id": "alice", "$user_id": "alice"}
+    assert identity_properties(None, None) == {"distinct_id": ""}
+    assert identify_properties(DEVICE, "alice") == {
+        "distinct_id": "alice", "$device_id": DEVICE, "$user_id": "alice",
+        "$anon_distinct_id": f"$device:{DEVICE}", "$identified_id": "alice", "$anon_id": f"$device:{DEVICE}",
+    }

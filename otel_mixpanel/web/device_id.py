@@ -55,9 +55,8 @@ class DeviceIdOptions:
     ``first_touch`` keeps each browser's first referrer and UTM parameters in the
     ``first_touch_cookie_name`` cookie (see ``otel_mixpanel.web.first_touch``).
     ``write_js_cookie`` writes the JS SDK's cookie for browsers that have none, so that the
-    SDK starts on the server's device id (see ``otel_mixpanel.web.js_cookie``); ``id_merge``
-    (default: the ``OTEL_EXPORTER_MIXPANEL_ID_MERGE`` variable, else simplified) decides the
-    ``distinct_id`` written there. ``js_tracks_page_views`` states whether the page's SDK
+    SDK starts on the server's device id (see ``otel_mixpanel.web.js_cookie``), with the
+    ``$device:<id>`` distinct_id the SDK uses in either ID Merge mode. ``js_tracks_page_views`` states whether the page's SDK
     tracks page views, which the server cannot see (``js_cookie.announce_hybrid``).
     """
 
@@ -74,7 +73,6 @@ class DeviceIdOptions:
     first_touch: bool = True
     first_touch_cookie_name: str = DEFAULT_FIRST_TOUCH_COOKIE_NAME
     write_js_cookie: bool = False
-    id_merge: str | None = None
     js_tracks_page_views: bool | None = None
 
     @classmethod
@@ -86,8 +84,6 @@ class DeviceIdOptions:
         environ = os.environ if environ is None else environ
         if options.get("mixpanel_token") is None:
             options["mixpanel_token"] = (environ.get("OTEL_EXPORTER_MIXPANEL_TOKEN") or "").strip() or None
-        if options.get("id_merge") is None:
-            options["id_merge"] = (environ.get("OTEL_EXPORTER_MIXPANEL_ID_MERGE") or "").strip().lower() or None
         built = cls(**options)
         built._validate()
         return built
@@ -116,8 +112,6 @@ class DeviceIdOptions:
         self._validate_hybrid()
 
     def _validate_hybrid(self) -> None:
-        if self.id_merge is not None and self.id_merge not in ("simplified", "original"):
-            raise ValueError(f"id_merge={self.id_merge!r}: expected simplified or original")
         if not isinstance(self.write_js_cookie, bool):
             raise ValueError(f"write_js_cookie={self.write_js_cookie!r}: expected True or False")
         if self.js_tracks_page_views is not None and not isinstance(self.js_tracks_page_views, bool):
@@ -137,10 +131,6 @@ class DeviceIdOptions:
         if self.secure is not None:
             return self.secure
         return secure_request or self.samesite.capitalize() == "None"
-
-    @property
-    def id_merge_mode(self) -> str:
-        return self.id_merge or "simplified"
 
     @property
     def js_cookie(self) -> str | None:

@@ -40,15 +40,14 @@ logger = logging.getLogger("otel_mixpanel.web")
 _URI_COMPONENT_SAFE = "-_.!~*'"
 
 
-def js_cookie_properties(device_id: str, id_merge: str, first_touch: FirstTouchState | None,
+def js_cookie_properties(device_id: str, first_touch: FirstTouchState | None,
                          referrer_limit: int = MAX_REFERRER_CHARS) -> dict[str, Any]:
     """The properties the SDK's cookie starts with: the server's device id and the browser's first touch.
 
-    ``distinct_id`` is the one the server's own anonymous events carry: ``$device:<id>`` under
-    Simplified ID Merge (as the SDK makes it), the bare id under Original ID Merge, so that
-    the SDK's anonymous events and the server's share one distinct_id in either mode.
+    ``distinct_id`` is the one the server's own anonymous events carry: ``$device:<id>``, as the
+    SDK makes it in either ID Merge mode, so that both sides' anonymous events share one distinct_id.
     """
-    properties: dict[str, Any] = {"distinct_id": distinct_id(id_merge, device_id, None), "$device_id": device_id}
+    properties: dict[str, Any] = {"distinct_id": distinct_id(device_id, None), "$device_id": device_id}
     if first_touch is not None and referrer_limit > 0:
         properties[INITIAL_REFERRER] = first_touch.touch.referrer[:referrer_limit]
         properties[INITIAL_REFERRING_DOMAIN] = first_touch.touch.referring_domain[:referrer_limit]
@@ -79,8 +78,7 @@ def js_sdk_cookie(cookie_header: object, device: DeviceState, first_touch: First
         return None
     reset = device.device_id != device.request_device_id
     for limit in _REFERRER_LIMITS:
-        properties = js_cookie_properties(device.device_id, options.id_merge_mode, None if reset else first_touch,
-                                          limit)
+        properties = js_cookie_properties(device.device_id, None if reset else first_touch, limit)
         value = encode_js_cookie(properties)
         if len(value) <= _MAX_VALUE:
             break
