@@ -2,9 +2,11 @@
 
     OTEL_EXPORTER_MIXPANEL_TOKEN=<project token> python examples/django_app.py --port 8000
 
+``--asgi`` serves it as an ASGI application under uvicorn instead of a WSGI server.
 ``--port 0`` (or ``PORT=0``) picks a free port; the first line printed says which.
 In a project, the settings below go to settings.py and the tracing set-up to wsgi.py
-(before ``get_wsgi_application()``, which builds the middleware chain).
+or asgi.py (before ``get_wsgi_application()``/``get_asgi_application()``, which build
+the middleware chain). The pricing page is an async view.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import django
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import path
@@ -52,6 +55,14 @@ def page(title: str, status: int = 200) -> HttpResponse:
 
 
 def known_user(view):
+    """Tells the exporter who the logged-in user is, for sync and async views alike."""
+    if iscoroutinefunction(view):
+        async def wrapped_async(request, *args, **kwargs):
+            if "user_id" in request.session:
+                set_user(request.session["user_id"])
+            return await view(request, *args, **kwargs)
+        return wrapped_async
+
     def wrapped(request, *args, **kwargs):
         if "user_id" in request.session:
             set_user(request.session["user_id"])
@@ -67,7 +78,7 @@ def home(request):
 
 @require_GET
 @known_user
-def pricing(request):
+async def pricing(request):
     return page("Pricing")
 
 
@@ -132,6 +143,27 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+def serve_asgi(host: str, port: int) -> None:
+    """uvicorn, on a socket of our own so that --port 0 can say which port it got."""
+    import asyncio
+    import socket
+
+    import uvicorn
+    from django.core.asgi import get_asgi_application
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            print(f"listening on http://{host}:{listening.getsockname()[1]}", flush=True)
+
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind((host, port))
+    server = Server(uvicorn.Config(get_asgi_application(), log_level="warning", lifespan="off"))
+    # uvicorn handles SIGINT and SIGTERM itself: it finishes the requests under way, then returns.
+    asyncio.run(server.serve(sockets=[listening]))
+
+
 def main(argv: list[str] | None = None) -> None:
     from django.core.wsgi import get_wsgi_application
     from opentelemetry import trace
@@ -144,12 +176,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Django example for otel-mixpanel")
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--asgi", action="store_true", help="serve with uvicorn as an ASGI application")
     args = parser.parse_args(argv)
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(MixpanelSpanExporter()))
     trace.set_tracer_provider(provider)
     django.setup()
     DjangoInstrumentor().instrument()
+    if args.asgi:
+        try:
+            serve_asgi(args.host, args.port)
+        finally:
+            provider.shutdown()
+        return
     application = get_wsgi_application()
     server = make_server(args.host, args.port, application, server_class=ThreadingWSGIServer,
                          handler_class=QuietHandler)

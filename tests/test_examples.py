@@ -153,13 +153,15 @@ def test_readme_demo_prints_what_a_visit_sends():
     ("wsgi_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}),
     ("flask_app.py", {}),
     ("django_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup"}),
+    ("django_app.py --asgi", {}),
     ("fastapi_app.py", {}),
     ("fastapi_app.py", {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}),
 ])
 def test_example_app(example, extra_env):
     with IngestServer() as ingest:
         env = example_env(ingest, **extra_env)
-        with running([sys.executable, str(EXAMPLES / example), "--port", "0"], env, LISTENING) as base:
+        script, *options = example.split()
+        with running([sys.executable, str(EXAMPLES / script), "--port", "0", *options], env, LISTENING) as base:
             device = visit(base)
         check_journey(ingest, device)
 
