@@ -6,6 +6,7 @@ Django's settings are process-wide, so this module configures them once for itse
 from __future__ import annotations
 
 import json
+import time
 import re
 from urllib.parse import unquote
 
@@ -138,6 +139,10 @@ def test_django_middleware_works_whichever_way_tracing_is_set_up(django_settings
         with serve(app) as url:
             _, _, device = browser.get(url + "/", headers={"Referer": "https://www.google.com/"})
             assert browser.get(url + "/login", data={"user": "u-9"})[2] == "welcome"
+        # A server span ends when the server closes the response, which can be after the client has read it.
+        deadline = time.monotonic() + 5
+        while len(server_spans(exporter)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         instrumentor.uninstrument()
         settings.MIDDLEWARE = saved
