@@ -32,7 +32,7 @@ from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
-from otel_mixpanel.events import EVENTS, RESERVED, EventBuilder, Message
+from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -159,7 +159,7 @@ class MixpanelSpanExporter(SpanExporter):
         serialised: list[tuple[str, str]] = []
         for message in messages:
             if message.endpoint == EVENTS:
-                text = self._admission.event_json(message.body, RESERVED)
+                text = self._admission.event_json(message.body, KEPT)
                 if text is not None:
                     serialised.append((self._events_endpoint, text))
             else:

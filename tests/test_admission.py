@@ -78,6 +78,7 @@ def test_an_event_over_one_megabyte_is_trimmed_to_fit_keeping_identity(ingest):
         assert len(json.dumps(huge, ensure_ascii=False, separators=(",", ":")).encode()) <= MAX_EVENT_BYTES
         properties = huge["properties"]
         assert properties["distinct_id"] == "u-1" and properties["$insert_id"] and properties["plan"] == "pro"
+        assert properties["ip"] == "0"
         assert 100 < sum(key.startswith("list_") for key in properties) < 200
         assert received["Small"]["properties"]["n"] == 1
         assert exporter.admission.trimmed == 1
