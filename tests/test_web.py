@@ -42,8 +42,31 @@ COOKIE = "otel_mp_device_id"
 UUID4 = "3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f"
 
 
+# Requests that test servers have accepted and not finished handling, across every server of the module.
+_handling = threading.Condition()
+_in_flight = 0
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """Counts requests until their handler returns: the server span ends when the response is closed,
+    which can be after the client has read the whole answer."""
+
     daemon_threads = True
+
+    def process_request(self, request, client_address):
+        global _in_flight
+        with _handling:
+            _in_flight += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        global _in_flight
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with _handling:
+                _in_flight -= 1
+                _handling.notify_all()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -98,8 +121,11 @@ def spans():
 
 
 def server_spans(exporter: InMemorySpanExporter):
-    """Server spans in request order. They end when the server closes the response, which can be
-    after the client, already answered, has sent its next request: their order of ending can differ."""
+    """Server spans in request order, once every request made so far has been handled. They end when the
+    server closes the response, which can be after the client, already answered, has sent its next
+    request: their order of ending can differ."""
+    with _handling:
+        assert _handling.wait_for(lambda: _in_flight == 0, timeout=10), "a request is still being handled"
     return sorted((s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER), key=lambda s: s.start_time)
 
 
