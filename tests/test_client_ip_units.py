@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 
 from otel_mixpanel.config import Settings
@@ -32,6 +35,35 @@ def test_addresses_are_parsed_and_normalised(text, expected):
     assert address_text(text) == expected
     parsed = parse_address(text)
     assert (str(parsed) if parsed else None) == expected
+
+
+def _ipaddress_text(text):
+    """What the ``ipaddress`` module alone makes of a plain address, for comparison."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@pytest.mark.parametrize("text", [
+    "2001:DB8:0:0:0:0:0:1", "1:0:0:1:0:0:0:1", "1:0:1:0:1:0:1:0", "::", "::1", "1::", "0:0::0:1",
+    "::102:304", "::ffff:102:304", "1:2:3:4:5:6:7::", "::1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8::", "1::2::3",
+    "12345::1", ":1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "fe80::1%eth0", "g::1", "0001:02:003::",
+])
+def test_ipv6_text_is_normalised_as_ipaddress_writes_it(text):
+    assert address_text(text) == _ipaddress_text(text.split("%")[0])
+
+
+def test_random_ipv6_texts_are_normalised_as_ipaddress_writes_them():
+    rng = random.Random(12)
+    groups = ("0", "0", "0000", "1", "ffff", "ABCD", "00000", "g", "")
+    for _ in range(20_000):
+        words = [rng.choice(groups + (format(rng.getrandbits(16), "x"),)) for _ in range(rng.randint(2, 9))]
+        text = rng.choice(("", "::")) + ":".join(words) + rng.choice(("", "", "::"))
+        assert address_text(text) == _ipaddress_text(text), text
 
 
 def proxied(peer, headers, **settings):

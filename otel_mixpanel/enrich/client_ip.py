@@ -62,14 +62,34 @@ def parse_address(text: str | None) -> IPAddress | None:
 
 def address_text(text: str | None) -> str | None:
     """``text`` as a normalised IP address, or None when it is not one."""
-    if text and "." in text and ":" not in text:
-        # Plain dotted IPv4, nearly every client: the C parser is ten times faster than ipaddress.
-        try:
-            return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
-        except (OSError, ValueError):
-            pass
+    if text:
+        plain = _plain_address_text(text)
+        if plain is not None:
+            return plain
     address = parse_address(text)
     return str(address) if address else None
+
+
+def _plain_address_text(text: str) -> str | None:
+    """A plain address (no port, brackets, zone or quotes) normalised by the C parser, which is ten
+    times faster than ``ipaddress``; None leaves the text to ``parse_address``.
+
+    Every client's address goes through here once per record, IPv6 ones included (a quarter of
+    visitors, more on mobile networks). For the text it accepts, ``inet_pton`` agrees with
+    ``ipaddress``, and ``inet_ntop`` writes RFC 5952's form as ``str(IPv6Address)`` does, except
+    for addresses it writes with an embedded IPv4 part (IPv4-mapped ones among them): those,
+    recognised by their dot, are left to ``parse_address``.
+    """
+    try:
+        if ":" not in text:
+            if "." in text:
+                return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+        elif "." not in text:
+            normalised = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+            return None if "." in normalised else normalised
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 class ProxiedRequest(NamedTuple):
