@@ -20,10 +20,11 @@ from typing import Any, Callable, Iterator, Sequence
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from benchmarks import outage
+from benchmarks import outage, steady
 from benchmarks.baseline_helper import make_mixpanel, track_to_mp
 from benchmarks.common import EXPORT_BATCH, TOKEN, Spooled
 from benchmarks.ingest import ServerProcess
+from benchmarks.realistic import PRODUCTION, RealisticStream
 from benchmarks.workload import (
     Visit,
     baseline_calls,
@@ -201,6 +202,46 @@ def throughput(sizes: Sizes, latency_ms: float, novel_user_agents: float, log: C
     return ours, theirs
 
 
+def throughput_realistic(sizes: Sizes, log: Callable[[str], None]) -> tuple[list[Delivery], list[Delivery]]:
+    """Both sides on the production-like stream (benchmarks/realistic.py), the server 30 ms away.
+    The stream goes on from repeat to repeat, so each meets new visitors, pages and click ids."""
+    ours, theirs = [], []
+    stream = RealisticStream(PRODUCTION, seed=3)
+    with ServerProcess(REALISTIC_LATENCY_MS) as server:
+        warm = stream.take(max(200, sizes.requests // 3))
+        deliver_with_exporter(server, make_spans(warm), len(warm))
+        deliver_with_baseline(server, warm)
+        for repeat in range(sizes.repeats):
+            visits = stream.take(sizes.requests)
+            ours.append(deliver_with_exporter(server, make_spans(visits), len(visits)))
+            theirs.append(deliver_with_baseline(server, visits))
+            log(f"  realistic stream, latency {REALISTIC_LATENCY_MS:g} ms, repeat {repeat + 1}: "
+                f"otel-mixpanel {ours[-1].per_second:,.0f} req/s ({ours[-1].events} events), "
+                f"helper {theirs[-1].per_second:,.0f} req/s ({theirs[-1].events} events)")
+    return ours, theirs
+
+
+def steady_rows(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
+    """export() per request in steady state (benchmarks/steady.py), realistic stream against the shop's."""
+    plan = steady.SMOKE if sizes is SMOKE else steady.FULL
+    results: dict[str, list[dict[str, Any]]] = {"realistic": [], "shop": []}
+    for repeat in range(sizes.path_rounds if sizes is SMOKE else 3):
+        for workload in results:
+            results[workload].append(steady.run_child(workload, PRODUCTION, plan))
+        log(f"  steady state, repeat {repeat + 1}: " + ", ".join(
+            f"{workload} {runs[-1]['wall_us']:.1f} us ({runs[-1]['cpu_us']:.1f} us CPU)"
+            for workload, runs in results.items()))
+    reference = "shop workload (workload.py)"
+    return [
+        Row("Conversion, steady state, realistic stream: export() per request, delivery running",
+            statistics.median(r["wall_us"] for r in results["realistic"]),
+            statistics.median(r["wall_us"] for r in results["shop"]), "us", reference, "lower"),
+        Row("Conversion, steady state, realistic stream: export()'s CPU per request",
+            statistics.median(r["cpu_us"] for r in results["realistic"]),
+            statistics.median(r["cpu_us"] for r in results["shop"]), "us", reference, "lower"),
+    ]
+
+
 class NoOpExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
@@ -340,6 +381,13 @@ def measure(sizes: Sizes, log: Callable[[str], None]) -> list[Row]:
     rows.append(Row("Throughput, half the user agents new, instant server",
                     statistics.median([d.per_second for d in ours_new]), statistics.median([d.per_second for d in theirs_new]),
                     "req/s", helper, "higher"))
+    log(f"throughput, realistic stream, {REALISTIC_LATENCY_MS:g} ms server")
+    ours_real, theirs_real = throughput_realistic(sizes, log)
+    rows.append(Row(f"Throughput, realistic stream, server answering in {REALISTIC_LATENCY_MS:g} ms",
+                    statistics.median([d.per_second for d in ours_real]),
+                    statistics.median([d.per_second for d in theirs_real]), "req/s", helper, "higher", 20))
+    log("conversion in steady state")
+    rows.extend(steady_rows(sizes, log))
     everything_ours, everything_theirs = ours + ours_slow, theirs + theirs_slow
     rows.append(Row("Request body bytes per event",
                     statistics.median(d.body_bytes / d.events for d in everything_ours),

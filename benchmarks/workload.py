@@ -74,10 +74,14 @@ class Visit:
     user_id: str | None
     # Business events the handler tracks: (name, properties).
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Further request headers, by their WSGI environ keys (HTTP_ACCEPT, HTTP_SEC_FETCH_MODE, ...).
+    headers: dict[str, str] = field(default_factory=dict)
+    # What the handler answers with.
+    content_type: str = "text/html"
 
     @property
     def page_view(self) -> bool:
-        return self.method == "GET" and not self.path.startswith(("/static/", "/missing"))
+        return self.method == "GET" and not self.path.startswith(("/static/", "/missing", "/api/"))
 
 
 def _novel_user_agent(rng: random.Random, serial: int) -> str:
@@ -152,6 +156,7 @@ def environ_for(visit: Visit) -> dict[str, Any]:
         environ["HTTP_COOKIE"] = "; ".join(cookies)
     if visit.method == "POST":
         environ["CONTENT_LENGTH"] = "0"
+    environ.update(visit.headers)
     environ[VISIT_KEY] = visit
     setup_testing_defaults(environ)
     return environ
@@ -173,9 +178,10 @@ def shop_app(environ: dict[str, Any], start_response: Callable) -> Iterable[byte
     if environ["PATH_INFO"].startswith("/missing"):
         start_response("404 Not Found", [("Content-Type", "text/html")])
         return [b"<html>not found</html>"]
-    for name, properties in environ[VISIT_KEY].events:
+    visit = environ[VISIT_KEY]
+    for name, properties in visit.events:
         otel_mixpanel.track(name, dict(properties))
-    start_response("200 OK", [("Content-Type", "text/html")])
+    start_response("200 OK", [("Content-Type", visit.content_type)])
     return [b"<html>ok</html>"]
 
 
