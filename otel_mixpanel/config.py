@@ -210,6 +210,9 @@ SETTINGS: tuple[Setting, ...] = (
     # What becomes an event.
     Setting("id_merge", "ID_MERGE", "simplified", _choice("simplified", "original"), "simplified or original",
             "The project's ID Merge API: whether $identify is sent at login (the ids are mixpanel-js's in both)."),
+    Setting("anonymous_profiles", "ANONYMOUS_PROFILES", False, _flag, "true or false",
+            "Send set_profile() updates of visitors not identified yet, to a $device:<id> profile. Off: only "
+            "identified users get profile updates, as mixpanel-js holds people updates until identify()."),
     Setting("page_views", "PAGE_VIEWS", True, _flag, "true or false",
             "Turn successful GET requests into page-view events."),
     Setting("page_view_event", "PAGE_VIEW_EVENT", "$mp_web_page_view", _text, "event name",
@@ -309,6 +312,7 @@ class Settings:
     project_id: str | None = _default("project_id")
     events_api: str = _default("events_api")
     id_merge: str = _default("id_merge")
+    anonymous_profiles: bool = _default("anonymous_profiles")
     page_views: bool = _default("page_views")
     page_view_event: str = _default("page_view_event")
     page_view_include: tuple[str, ...] = _default("page_view_include")

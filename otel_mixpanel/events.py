@@ -112,12 +112,13 @@ class EventBuilder:
                           identify_properties(context.device_id, context.user_id))
 
     def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:
-        user = distinct_id(context.device_id, context.user_id)
-        if not user:
-            # A profile needs someone to belong to; the exporter's no-identity warning says how to add one.
+        """``/engage`` ``$set`` for the request's user. mixpanel-js (2.83.0, MixpanelPeople) queues
+        people updates until ``identify()``, so anonymous visitors do not each become a profile;
+        ``ANONYMOUS_PROFILES`` opts in to ``$device:<id>`` profiles."""
+        if not context.user_id and not (self._settings.anonymous_profiles and context.device_id):
             return
         update: dict[str, Any] = {
-            "$distinct_id": user,
+            "$distinct_id": distinct_id(context.device_id, context.user_id),
             "$set": limit_property_count(safe_properties(attributes), frozenset()),
         }
         if self._settings.token:

@@ -57,6 +57,7 @@ class MixpanelSpanExporter(SpanExporter):
         project_id: str | None = None,
         events_api: str | None = None,
         id_merge: str | None = None,
+        anonymous_profiles: bool | str | None = None,
         page_views: bool | str | None = None,
         page_view_event: str | None = None,
         page_view_include: Sequence[str] | str | None = None,

@@ -171,6 +171,7 @@ def test_set_profile_updates_the_request_user_with_location_outside_set(site_fac
     def handler(tracer, environ):
         span = trace.get_current_span()
         span.set_attribute("enduser.pseudo.id", DEVICE)
+        span.set_attribute("enduser.id", "alice")
         span.set_attribute("geo.location.lat", 48.8566)
         span.set_attribute("geo.location.lon", 2.3522)
         with tracer.start_as_current_span("save-settings"):
@@ -180,7 +181,7 @@ def test_set_profile_updates_the_request_user_with_location_outside_set(site_fac
     site.request("/settings", headers={"User-Agent": DESKTOP_CHROME})
     site.flush()
     [update] = ingest.wait_for(1, what="profiles")
-    assert update["$distinct_id"] == f"$device:{DEVICE}"
+    assert update["$distinct_id"] == "alice"
     assert update["$set"] == {"plan": "pro", "seats": 3}
     assert update["$ip"] == "127.0.0.1" and "$ip" not in update["$set"]
     assert (update["$latitude"], update["$longitude"]) == (48.8566, 2.3522)

@@ -92,3 +92,38 @@ def test_identity_functions_follow_mixpanel_js():
         "distinct_id": "alice", "$device_id": DEVICE, "$user_id": "alice",
         "$anon_distinct_id": f"$device:{DEVICE}", "$identified_id": "alice", "$anon_id": f"$device:{DEVICE}",
     }
+
+
+def profile_site(site_factory, **settings):
+    def app(environ, start_response):
+        span = trace.get_current_span()
+        span.set_attribute("enduser.pseudo.id", DEVICE)
+        otel_mixpanel.set_profile({"plan": "pro"})
+        if environ["PATH_INFO"] == "/login":
+            # Later in the request than set_profile(): the whole request is the user's.
+            otel_mixpanel.identify("alice")
+        elif environ["PATH_INFO"] == "/account":
+            otel_mixpanel.set_user("alice")
+        return text_app(environ, start_response)
+
+    return site_factory(app, **settings)
+
+
+def test_profile_updates_go_out_for_identified_users_only(site_factory, ingest):
+    site = profile_site(site_factory)
+    for path in ("/", "/pricing", "/login", "/account"):
+        site.request(path, headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    updates = ingest.profile_updates()
+    # The two anonymous requests make no profile, as mixpanel-js holds people updates until identify().
+    assert [u["$distinct_id"] for u in updates] == ["alice", "alice"]
+    assert all(u["$set"] == {"plan": "pro"} for u in updates)
+    assert len(by_name(ingest, "$mp_web_page_view")) == 4, "events of anonymous visitors are still sent"
+
+
+def test_anonymous_profiles_can_be_turned_on(site_factory, ingest):
+    site = profile_site(site_factory, anonymous_profiles=True)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.request("/account", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert sorted(u["$distinct_id"] for u in ingest.profile_updates()) == [f"$device:{DEVICE}", "alice"]
