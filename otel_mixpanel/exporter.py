@@ -29,7 +29,6 @@ from otel_mixpanel.config import (
     TrustedProxies,
 )
 from otel_mixpanel.context import build_context
-from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
@@ -101,6 +100,9 @@ class MixpanelSpanExporter(SpanExporter):
             logger.warning("Mixpanel export is off, spans are dropped: %s", self._settings.off_reason)
             self._sender: Sender = DiscardingSender()
         else:
+            # Imported here: delivery (SQLite, requests) is needed only by an exporter that is on.
+            from otel_mixpanel.delivery import create_sender
+
             self._sender = create_sender(self._settings)
             logger.info("%s", _destination(self._settings))
 

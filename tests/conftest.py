@@ -64,6 +64,50 @@ def quick_delivery(**settings: Any) -> dict[str, Any]:
     return defaults
 
 
+class RequestsInFlight:
+    """WSGI wrapper counting requests whose response the server has not closed yet, so a test can wait until
+    every request's span, which the OpenTelemetry middleware inside ends on that close, has ended."""
+
+    def __init__(self, app: Callable) -> None:
+        self._app = app
+        self._count = 0
+        self._changed = threading.Condition()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        with self._changed:
+            self._count += 1
+        try:
+            return _ClosingBody(self._app(environ, start_response), self._finished)
+        except BaseException:
+            self._finished()
+            raise
+
+    def _finished(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def wait_until_none(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+class _ClosingBody:
+    def __init__(self, body: Any, finished: Callable[[], None]) -> None:
+        self._body = body
+        self._finished = finished
+
+    def __iter__(self) -> Any:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._finished()
+
+
 class Site:
     """A WSGI app behind the real OpenTelemetry WSGI middleware, served on loopback, exporting to Mixpanel."""
 
@@ -79,8 +123,8 @@ class Site:
                           else SimpleSpanProcessor(self.exporter))
         self.provider.add_span_processor(span_processor)
         self.tracer = self.provider.get_tracer("tests")
-        wrapped = OpenTelemetryMiddleware(app, tracer_provider=self.provider)
-        self._server = _make_server(server, wrapped)
+        self._requests = RequestsInFlight(OpenTelemetryMiddleware(app, tracer_provider=self.provider))
+        self._server = _make_server(server, self._requests)
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -96,6 +140,8 @@ class Site:
             connection.close()
 
     def flush(self) -> None:
+        # A client has its answer before the server has closed the response, which ends the request's span.
+        assert self._requests.wait_until_none(10), "a request did not finish"
         self.provider.force_flush()
         assert self.exporter.force_flush(5000), "events were not all delivered"
 

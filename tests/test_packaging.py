@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import metadata, version
 
 import otel_mixpanel
@@ -30,3 +32,25 @@ def test_installed_metadata_declares_licence_python_versions_and_typing():
     supported = sorted(c.rsplit(" ", 1)[1] for c in classifiers if c.startswith("Programming Language :: Python :: 3."))
     assert supported == ["3.10", "3.11", "3.12", "3.13"]
     assert meta["Requires-Python"] == ">=3.10"
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    run = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return set(run.stdout.split())
+
+
+HEAVY = {"requests", "sqlite3", "orjson", "ua_parser", "mixpanel", "opentelemetry.sdk.trace.export"}
+
+
+def test_importing_the_package_loads_no_conversion_or_delivery_machinery():
+    assert modules_loaded_by("import otel_mixpanel; otel_mixpanel.track") & HEAVY == set()
+
+
+def test_delivery_loads_when_a_sending_exporter_is_built_and_the_official_sdk_only_for_a_service_account():
+    off = modules_loaded_by("from otel_mixpanel import MixpanelSpanExporter; MixpanelSpanExporter()")
+    assert {"requests", "sqlite3", "mixpanel"} & off == set()
+    on = modules_loaded_by("from otel_mixpanel import MixpanelSpanExporter; MixpanelSpanExporter(token='t', "
+                           "spool='memory').shutdown()")
+    assert {"requests", "sqlite3"} <= on and "mixpanel" not in on

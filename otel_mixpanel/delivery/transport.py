@@ -28,7 +28,6 @@ import requests.adapters
 import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
-from mixpanel import ServiceAccountCredentials
 
 from otel_mixpanel.config import Settings
 from otel_mixpanel.delivery.endpoints import Endpoint
@@ -117,6 +116,10 @@ def import_auth(settings: Settings) -> requests.auth.AuthBase | None:
     """Basic credentials for /import, in Mixpanel's order of preference."""
     if settings.service_account_username and settings.service_account_secret and settings.project_id:
         # The official SDK's service-account credentials: its checks, and a repr that hides the secret.
+        # Imported here: the SDK takes a tenth of a second to import (httpx, its feature flags), which
+        # every application not using a service account would pay at start.
+        from mixpanel import ServiceAccountCredentials
+
         account = ServiceAccountCredentials(
             settings.service_account_username, settings.service_account_secret, settings.project_id)
         auth: requests.auth.AuthBase = account.to_http_basic_auth()
