@@ -26,8 +26,10 @@ _MIDDLEWARE = (
 _ANY_STACK = ("Add otel_mixpanel.web's middleware for your stack to give every browser a device id: "
               "web.MixpanelMiddleware (WSGI), web.asgi.MixpanelMiddleware (ASGI: FastAPI, Starlette), "
               "web.flask.MixpanelFlask or web.django.MixpanelMiddleware. ")
-_JOB = ("These events come from spans that are not an HTTP request (a background job, say): "
-        "set enduser.id or enduser.pseudo.id on the job's span. See docs/identity.md. ")
+_JOB = ("These events come from spans that are not an HTTP request (a background job, say). A job enqueued "
+        "by a request takes that request's ids when the worker exports through "
+        "otel_mixpanel.sampling.MixpanelSpanProcessor (or adds otel_mixpanel.jobs.BaggageIdentityProcessor); "
+        "a job of its own sets enduser.id or enduser.pseudo.id on its span. See docs/identity.md. ")
 
 
 def no_identity_advice(server_scope: str | None) -> str:

@@ -16,6 +16,8 @@ Only the two ids travel, under the keys below. See docs/identity.md.
 
 from __future__ import annotations
 
+from contextvars import Token
+
 from opentelemetry import baggage, context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -37,7 +39,7 @@ def request_context(device_id: str | None) -> Context:
     return baggage.remove_baggage(DEVICE_KEY, context=ctx)
 
 
-def attach_request(device_id: str | None) -> object:
+def attach_request(device_id: str | None) -> Token[Context]:
     """Attach ``request_context``; the caller detaches the token when the request ends."""
     return context.attach(request_context(device_id))
 

@@ -206,6 +206,10 @@ def after_instrumentation() -> None:
             provider.add_span_processor(MixpanelSpanProcessor(exporter, unsampled_only=True))
 
 
+# ParentBased.get_description has no annotation in the SDK.
+_KEEPS_EVERY_ROOT = (ALWAYS_ON.get_description(), str(DEFAULT_ON.get_description()))  # type: ignore[no-untyped-call]
+
+
 def sampling_problem(exporter: SpanExporter) -> str | None:
     """Why the global tracer provider keeps spans from ``exporter``, or None when it does not."""
     provider = trace.get_tracer_provider()
@@ -220,7 +224,7 @@ def sampling_problem(exporter: SpanExporter) -> str | None:
                 "otel_mixpanel.sampling.MixpanelSpanProcessor(exporter). " + SAMPLING_DOC)
     # The default, parentbased_always_on, drops only requests whose caller said "not sampled" (docs/sampling.md).
     description = sampler.get_description().replace("TraceIdRatioBased{1.0}", ALWAYS_ON.get_description())
-    if description in (ALWAYS_ON.get_description(), DEFAULT_ON.get_description()):
+    if description in _KEEPS_EVERY_ROOT:
         return None
     return (f"The tracer provider's sampler ({sampler.get_description()}) drops spans before any exporter: "
             "Mixpanel receives only the sampled requests. Keep tracing sampled and every request in Mixpanel "

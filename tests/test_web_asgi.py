@@ -319,3 +319,9 @@ def test_warning_without_identity_recommends_the_asgi_middleware(asgi_site, inge
     [warning] = [r.getMessage() for r in caplog.records if "without a user" in r.getMessage()]
     assert "app.add_middleware(otel_mixpanel.web.asgi.MixpanelMiddleware)" in warning
     assert "WSGI" not in warning
+
+
+def test_the_wsgi_middleware_refuses_an_asgi_app_with_the_fix():
+    for app in (FastAPI(), plain_asgi_page):
+        with pytest.raises(TypeError, match=r"otel_mixpanel\.web\.asgi\.MixpanelMiddleware"):
+            WsgiMiddleware(app)

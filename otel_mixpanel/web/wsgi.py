@@ -9,6 +9,7 @@ while the span is current.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Iterable, Iterator
 
 from opentelemetry import context, trace
@@ -27,6 +28,10 @@ class MixpanelMiddleware:
     """``app = MixpanelMiddleware(app, **options)``; options are those of ``DeviceIdOptions``."""
 
     def __init__(self, app: WSGIApp, **options: Any) -> None:
+        if _is_asgi(app):
+            # Served by an ASGI server, a WSGI middleware would fail every request with a 500.
+            raise TypeError(f"{app!r} is an ASGI application: use otel_mixpanel.web.asgi.MixpanelMiddleware "
+                            "(FastAPI/Starlette: app.add_middleware(MixpanelMiddleware)); see docs/web.md")
         self.app = app
         self.options = DeviceIdOptions.build(**options)
         announce_hybrid(self.options)
@@ -63,7 +68,11 @@ class MixpanelMiddleware:
         return _BodyWithDevice(body, state)
 
 
-def _is_file_wrapper(body: object, environ: dict) -> bool:
+def _is_asgi(app: object) -> bool:
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None))
+
+
+def _is_file_wrapper(body: object, environ: dict[str, Any]) -> bool:
     wrapper = environ.get("wsgi.file_wrapper")
     return isinstance(wrapper, type) and isinstance(body, wrapper)
 
