@@ -123,6 +123,9 @@ def test_padding_on_the_left_cannot_push_the_proxys_entry_out():
     ({"forwarded_host": True}, {"x-forwarded-host": "shop.example:8443", "x-forwarded-proto": "https"},
      ProxiedRequest("127.0.0.1", "https", "shop.example:8443")),
     ({"forwarded_host": True}, {"x-forwarded-host": "evil.example/path?x"}, ProxiedRequest("127.0.0.1")),
+    ({"forwarded_host": True}, {"x-forwarded-host": "shop.example\nx: 1"}, ProxiedRequest("127.0.0.1")),
+    ({"forwarded_host": True}, {"x-forwarded-host": "[2001:db8::1]:8443"},
+     ProxiedRequest("127.0.0.1", None, "[2001:db8::1]:8443")),
     # Forwarded: proto= and host= of the element that names the client, not of any other.
     ({"client_ip_header": "forwarded", "forwarded_host": True},
      {"forwarded": 'for=6.6.6.6;proto=http;host=evil.example, for=203.0.113.9;proto=https;host="shop.example"',

@@ -19,7 +19,8 @@ from test_business_events_identity import by_name, serve
 DEVICE = "5b9a1f4e-3c2d-4a8b-9f1e-2d3c4b5a6f70"
 
 
-@pytest.mark.parametrize("placeholder", ["n/a", "NA", "N/A", " null ", "Undefined", "00000000-0000-0000-0000-000000000000"])
+@pytest.mark.parametrize("placeholder", ["n/a", "NA", "N/A", " null ", "Undefined",
+                                         "00000000-0000-0000-0000-000000000000"])
 def test_placeholder_user_ids_are_no_user(site_factory, ingest, placeholder):
     def handler(tracer, environ):
         span = trace.get_current_span()

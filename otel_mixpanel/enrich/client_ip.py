@@ -31,7 +31,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # As an event's ip or a profile update's $ip: "do not geolocate this record".
 NO_GEOLOCATION = "0"
 # A host name or IP literal, with an optional port: all a forwarded host may be.
-_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_HOST = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 # Proxy headers are read from their right end, this long at most (a real chain is a few hundred characters).
 MAX_FORWARDING_CHARS = 4096
 
@@ -205,7 +205,7 @@ def _scheme(value: str | None) -> str | None:
 
 
 def _host(value: str | None) -> str | None:
-    return value if value and _HOST.match(value) else None
+    return value if value and _HOST.fullmatch(value) else None
 
 
 def _warn_untrusted_forwarding() -> None:
