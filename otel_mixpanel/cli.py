@@ -103,9 +103,10 @@ def _drain(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(out)
     if settings is None:
         return EXIT_CONFIG
-    from otel_mixpanel.delivery import create_sender
+    from otel_mixpanel.delivery import MixpanelSender
 
-    sender = create_sender(settings)
+    # Always the delivering sender: draining is sending the spool, whatever OUTPUT says.
+    sender = MixpanelSender(settings)
     if args.spool and not _take_over(sender.spool, args.spool, settings, out):
         sender.shutdown(timeout_millis=1000)
         return EXIT_FAILED

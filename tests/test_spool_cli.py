@@ -13,11 +13,10 @@ import pytest
 
 import otel_mixpanel
 
-from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.spool import Spool, spool_path
 from otel_mixpanel.testing.ingest_server import IngestServer
 
-from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages
+from delivery_helpers import assert_exactly_once, insert_ids, messages
 from test_spool_recovery import GOOD_TOKEN, WRONG_TOKEN, run_until_refused, settings_with, token_messages
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from otel_mixpanel.delivery.spool import Spool, spool_path
 
-from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages, server  # noqa: F401
+from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -10,11 +9,10 @@ import stat
 
 import pytest
 
-from otel_mixpanel.delivery import create_sender
 from otel_mixpanel.delivery.spool import Spool, spool_path
 from otel_mixpanel.delivery.spool_files import list_spool_files
 
-from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages, server  # noqa: F401
+from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages
 
 
 @pytest.fixture

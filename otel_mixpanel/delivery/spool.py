@@ -13,19 +13,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Concatenate, Iterable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, Iterable, Iterator, ParamSpec, Sequence, TypeVar
 
 from otel_mixpanel.config import Settings
+from otel_mixpanel.delivery.spool_db import (
+    IDS,
+    INSERT_ROWS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UNLEASED,
+    Connection,
+    EndpointState,
+    Record,
+    endpoint_states,
+    insert_records,
+    json_ids,
+    make_owner,
+    owner_is_dead,
+    split_ids,
+)
 from otel_mixpanel.delivery.disk_full import BUFFER_MAX_BYTES, BUFFER_MAX_EVENTS, DiskFull
 from otel_mixpanel.delivery.spool_files import is_corrupt, is_disk_full, move_aside, prepare_private, salvage
 from otel_mixpanel.delivery.spool_meta import (
-    META_SCHEMA,
     MOVED_AT,
     MOVED_TO,
     DeliveryNotes,
@@ -37,87 +50,12 @@ from otel_mixpanel.delivery.spool_meta import (
 )
 from otel_mixpanel.delivery.endpoints import CONSUMER_ENDPOINTS
 
+__all__ = ["EndpointState", "Record", "Spool", "make_owner", "open_spool", "spool_path"]
+
 logger = logging.getLogger("otel_mixpanel.delivery")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    body TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL
-);
--- Leases apart from the records: a claim writes a small row per record instead of
--- writing every leased body again, and leaves the records table to inserts and deletes.
-CREATE TABLE IF NOT EXISTS leases (
-    id INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL,
-    until REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leases_owner ON leases (owner, until);
--- Totals kept by triggers: COUNT/SUM over a million rows on every export would be slow.
-CREATE TABLE IF NOT EXISTS totals (one INTEGER PRIMARY KEY CHECK (one = 1),
-                                   events INTEGER NOT NULL, bytes INTEGER NOT NULL);
-INSERT OR IGNORE INTO totals VALUES (1, 0, 0);
-CREATE TRIGGER IF NOT EXISTS records_added AFTER INSERT ON records BEGIN
-    UPDATE totals SET events = events + 1, bytes = bytes + NEW.size WHERE one = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS records_removed AFTER DELETE ON records BEGIN
-    UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE one = 1;
-END;
-CREATE TRIGGER IF NOT EXISTS records_unleased AFTER DELETE ON records BEGIN
-    DELETE FROM leases WHERE id = OLD.id;
-END;
-""" + META_SCHEMA
-_SCHEMA_VERSION = 2
 # How often a sender looks for stranded spool files of its application (see adoption).
 ADOPTION_INTERVAL_S = 60.0
-_UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
-
-# Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
-# makes any number of rows one statement.
-_IDS = "(SELECT value FROM json_each(?))"
-
-
-# Rows per INSERT: one statement for many rows is one trip into SQLite (executemany makes one
-# per row), and 128 rows keep the parameters under SQLite's oldest limit of 999.
-_INSERT_ROWS = 128
-
-
-def _insert_statement(rows: int) -> str:
-    return "INSERT INTO records (endpoint, body, size, created) VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
-
-
-_INSERT_FULL = _insert_statement(_INSERT_ROWS)
-
-
-def _insert(db: sqlite3.Connection, items: Sequence[tuple[str, str]], now: float) -> None:
-    for first in range(0, len(items), _INSERT_ROWS):
-        chunk = items[first:first + _INSERT_ROWS]
-        parameters = [value for endpoint, body in chunk for value in (endpoint, body, len(body.encode()), now)]
-        db.execute(_INSERT_FULL if len(chunk) == _INSERT_ROWS else _insert_statement(len(chunk)), parameters)
-
-
-def _split(ids: Iterable[int]) -> tuple[list[int], list[int]]:
-    """The ids of the file's records, and those of records buffered in memory (handed out negated)."""
-    on_disk, buffered = [], []
-    for row_id in ids:
-        if row_id > 0:
-            on_disk.append(row_id)
-        else:
-            buffered.append(-row_id)
-    return on_disk, buffered
-
-
-def _json_ids(ids: Iterable[int]) -> str:
-    return json.dumps(list(ids))
-
-
-# SQLite connections must never be used, nor closed, in a forked child (the parent still
-# uses the file); the child's abandoned connections are parked here so they are never
-# garbage-collected, which would close them.
-_ABANDONED: list[sqlite3.Connection] = []
-
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -140,36 +78,6 @@ def _recovering(method: Callable[Concatenate[Spool, _P], _T]) -> Callable[Concat
     return run
 
 
-class Record(NamedTuple):
-    """One spooled record; ``size`` is its body's length in UTF-8 bytes."""
-
-    id: int
-    endpoint: str
-    body: str
-    size: int
-
-
-@dataclass(frozen=True)
-class EndpointState:
-    endpoint: str
-    events: int
-    bytes: int
-    leased: int
-    oldest_age_s: float
-
-
-def endpoint_states(db: sqlite3.Connection) -> list[EndpointState]:
-    """Records per endpoint in a spool database: count, bytes, how many are leased, the oldest's age."""
-    now = time.time()
-    rows = db.execute(
-        f"SELECT endpoint, COUNT(*), COALESCE(SUM(size), 0), SUM(NOT {_UNLEASED}), MIN(created) "
-        "FROM records GROUP BY endpoint ORDER BY endpoint",
-        (now,),
-    ).fetchall()
-    return [EndpointState(endpoint, count, size, leased or 0, max(0.0, now - oldest))
-            for endpoint, count, size, leased, oldest in rows]
-
-
 def spool_path(settings: Settings) -> str | None:
     """Where the spool for these settings lives, or None for the in-memory spool.
 
@@ -180,54 +88,6 @@ def spool_path(settings: Settings) -> str | None:
         return None
     directory = settings.spool_dir or "."
     return os.path.join(directory, f"spool-{project_digest(settings)}.sqlite3")
-
-
-def make_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-
-
-def _owner_is_dead(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-class _Connection:
-    """One SQLite connection and the lock that serialises its use, opened on first use."""
-
-    def __init__(self, opener: Callable[[], sqlite3.Connection]) -> None:
-        self._opener = opener
-        self.lock = threading.Lock()
-        self.connection: sqlite3.Connection | None = None
-
-    def get(self) -> sqlite3.Connection:
-        """The connection; the caller holds ``lock``."""
-        if self.connection is None:
-            self.connection = self._opener()
-        return self.connection
-
-    def abandon(self) -> None:
-        if self.connection is not None:
-            _ABANDONED.append(self.connection)
-        self.connection = None
-        self.lock = threading.Lock()
-
-    def close(self) -> None:
-        with self.lock:
-            self.close_locked()
-
-    def close_locked(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
 
 
 class Spool:
@@ -261,15 +121,15 @@ class Spool:
         self._open_all()
 
     def _open_all(self) -> None:
-        self._main = _Connection(self._open_for_delivery)
-        self._intake = _Connection(self._open) if self.path is not None else self._main
+        self._main = Connection(self._open_for_delivery)
+        self._intake = Connection(self._open) if self.path is not None else self._main
         self._writing = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Spool(path={self.path or ':memory:'!r})"
 
     @contextmanager
-    def _use(self, channel: _Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _use(self, channel: Connection | None = None) -> Iterator[sqlite3.Connection]:
         if self._pid != os.getpid():
             self.after_fork()
         channel = channel or self._main
@@ -305,8 +165,8 @@ class Spool:
                 self._file_id = (info.st_dev, info.st_ino)
             # The script runs once per file (and schema version), so that opening an existing spool
             # writes nothing: on a full disk, that is what still works.
-            if connection.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
-                connection.executescript(_SCHEMA + f"PRAGMA user_version = {_SCHEMA_VERSION};")
+            if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                connection.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
         except BaseException:
             connection.close()
             raise
@@ -363,7 +223,7 @@ class Spool:
         with self._use() as db:
             return read_meta(db)
 
-    def _channels(self) -> list[_Connection]:
+    def _channels(self) -> list[Connection]:
         return [self._main] if self._intake is self._main else [self._main, self._intake]
 
     def before_fork(self) -> None:
@@ -441,8 +301,8 @@ class Spool:
     def put_rows(self, rows: Sequence[tuple[str, str, float]]) -> int:
         """Spool rows with the time they were first spooled; return how many the bounds kept."""
         dropped = 0
-        for first in range(0, len(rows), _INSERT_ROWS):
-            chunk = rows[first:first + _INSERT_ROWS]
+        for first in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[first:first + INSERT_ROWS]
             with self._use() as db, self._write(db):
                 db.executemany(
                     "INSERT INTO records (endpoint, body, size, created) VALUES (?, ?, ?, ?)",
@@ -474,7 +334,7 @@ class Spool:
     def _put_on_disk(self, items: Sequence[tuple[str, str]]) -> int:
         now = time.time()
         with self._use(self._intake) as db, self._write(db):
-            _insert(db, items, now)
+            insert_records(db, items, now)
             return self._enforce_bounds(db)
 
     def _enforce_bounds(self, db: sqlite3.Connection) -> int:
@@ -525,9 +385,9 @@ class Spool:
 
     def _claim_on_disk(self, owner: str, limit: int, lease_s: float, excluded: list[int]) -> list[Record]:
         now = time.time()
-        where, parameters = _UNLEASED, [now]  # type: str, list[object]
+        where, parameters = UNLEASED, [now]  # type: str, list[object]
         if excluded:
-            where, parameters = f"{_UNLEASED} AND id NOT IN {_IDS}", [now, _json_ids(excluded)]
+            where, parameters = f"{UNLEASED} AND id NOT IN {IDS}", [now, json_ids(excluded)]
         with self._use() as db, self._write(db):
             # One aggregate row, not a row per record: every row step of a cursor releases
             # and re-takes the GIL, which the exporting thread keeps busy.
@@ -554,7 +414,7 @@ class Spool:
         """Claim records of the file with leases kept in this process's memory (the disk is full)."""
         now = time.time()
         excluded = set(fallback.excluded(now))
-        rows = self._read(f"SELECT id, endpoint FROM records WHERE {_UNLEASED} ORDER BY id LIMIT ?",
+        rows = self._read(f"SELECT id, endpoint FROM records WHERE {UNLEASED} ORDER BY id LIMIT ?",
                           (now, limit + len(excluded)))
         picked = [(row_id, endpoint) for row_id, endpoint in rows if row_id not in excluded][:limit]
         if not picked:
@@ -562,7 +422,7 @@ class Spool:
         endpoint = picked[0][1]
         ids = [row_id for row_id, other in picked if other == endpoint]
         fallback.lease(ids, owner, now + lease_s)
-        return self._read_batch(_json_ids(ids), endpoint)
+        return self._read_batch(json_ids(ids), endpoint)
 
     def _read_batch(self, claimed: str, endpoint: str) -> list[Record]:
         # The bodies are read after the claim's write transaction, so that spooling new records
@@ -571,7 +431,7 @@ class Spool:
         with self._use() as db:
             ids, lengths, sizes, bodies = db.execute(
                 "SELECT group_concat(id), group_concat(length(body)), group_concat(size), group_concat(body, '') "
-                f"FROM (SELECT id, body, size FROM records WHERE id IN {_IDS} ORDER BY id)",
+                f"FROM (SELECT id, body, size FROM records WHERE id IN {IDS} ORDER BY id)",
                 (claimed,),
             ).fetchone()
         if ids is None:
@@ -603,7 +463,7 @@ class Spool:
         """
         self._adopt_when_due()
         owners = [row[0] for row in self._read("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
-        dead = [owner for owner in owners if _owner_is_dead(owner)]
+        dead = [owner for owner in owners if owner_is_dead(owner)]
         if not dead:
             return 0
         try:
@@ -623,7 +483,7 @@ class Spool:
 
     @_recovering
     def renew(self, ids: Iterable[int], owner: str, lease_s: float) -> None:
-        on_disk, buffered = _split(ids)
+        on_disk, buffered = split_ids(ids)
         fallback = self._fallback
         if fallback is not None:
             self._settle(fallback)
@@ -634,8 +494,8 @@ class Spool:
             return
         try:
             self._write_statement(
-                f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {_IDS}",
-                (owner, time.time() + lease_s, _json_ids(on_disk)),
+                f"INSERT OR REPLACE INTO leases (id, owner, until) SELECT id, ?, ? FROM records WHERE id IN {IDS}",
+                (owner, time.time() + lease_s, json_ids(on_disk)),
             )
         except sqlite3.Error as error:
             self._disk_refused(error).lease(on_disk, owner, time.time() + lease_s)
@@ -647,14 +507,14 @@ class Spool:
         if not on_disk:
             return
         try:
-            self._write_statement(f"DELETE FROM leases WHERE id IN {_IDS}", (_json_ids(on_disk),))
+            self._write_statement(f"DELETE FROM leases WHERE id IN {IDS}", (json_ids(on_disk),))
         except sqlite3.Error as error:
             self._disk_refused(error)  # the leases in the file end by themselves
 
     def _in_memory_first(self, ids: Iterable[int], on_buffer: Callable[[Spool, list[int]], None]) -> list[int]:
         """Apply ``on_buffer`` to the buffered records among ``ids`` and end the memory leases of the
         others; return the ids of the file's records."""
-        on_disk, buffered = _split(ids)
+        on_disk, buffered = split_ids(ids)
         fallback = self._fallback
         if fallback is not None:
             if buffered:
@@ -687,7 +547,7 @@ class Spool:
     @_recovering
     def remove(self, ids: Iterable[int]) -> None:
         """Delete records for good (their leases go with them)."""
-        on_disk, buffered = _split(ids)
+        on_disk, buffered = split_ids(ids)
         fallback = self._fallback
         if fallback is not None:
             if buffered:
@@ -706,7 +566,7 @@ class Spool:
             fallback.removed_now(on_disk)
 
     def _remove_on_disk(self, ids: list[int]) -> None:
-        self._write_statement(f"DELETE FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
+        self._write_statement(f"DELETE FROM records WHERE id IN {IDS}", (json_ids(ids),))
         if self.path is not None:
             # Copy the WAL into the database now, on a delivery thread and outside the write lock,
             # rather than in whichever commit crosses SQLite's threshold, often the exporting
@@ -720,7 +580,7 @@ class Spool:
 
     def created_times(self, ids: Iterable[int]) -> dict[int, float]:
         """When each of the file's records ``ids`` was first spooled."""
-        rows = self._read(f"SELECT id, created FROM records WHERE id IN {_IDS}", (_json_ids(ids),))
+        rows = self._read(f"SELECT id, created FROM records WHERE id IN {IDS}", (json_ids(ids),))
         return {int(row_id): float(created) for row_id, created in rows}
 
     @_recovering
@@ -732,7 +592,7 @@ class Spool:
             removed = fallback.removals()
             if removed:
                 gone, freed = self._read(
-                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE id IN {_IDS}", (_json_ids(removed),)
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE id IN {IDS}", (json_ids(removed),)
                 )[0]
                 events, size = events - gone, size - freed
             buffered, buffered_size = fallback.buffer.pending()
@@ -744,9 +604,9 @@ class Spool:
         now = time.time()
         fallback = self._fallback
         if fallback is None:
-            return int(self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED}", (now,))[0][0])
-        count = self._read(f"SELECT COUNT(*) FROM records WHERE {_UNLEASED} AND id NOT IN {_IDS}",
-                           (now, _json_ids(fallback.excluded(now))))[0][0]
+            return int(self._read(f"SELECT COUNT(*) FROM records WHERE {UNLEASED}", (now,))[0][0])
+        count = self._read(f"SELECT COUNT(*) FROM records WHERE {UNLEASED} AND id NOT IN {IDS}",
+                           (now, json_ids(fallback.excluded(now))))[0][0]
         return int(count) + fallback.buffer.claimable()
 
     @_recovering

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from otel_mixpanel.delivery.spool import EndpointState, endpoint_states
+from otel_mixpanel.delivery.spool_db import EndpointState, endpoint_states
 from otel_mixpanel.delivery.spool_files import CORRUPT_MARK, list_spool_files
 from otel_mixpanel.delivery.spool_meta import (
     CREDENTIALS_REFUSED,
