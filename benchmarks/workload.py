@@ -144,6 +144,10 @@ def environ_for(visit: Visit) -> dict[str, Any]:
         "wsgi.url_scheme": "https",
         "HTTP_USER_AGENT": visit.user_agent,
         "REMOTE_ADDR": visit.ip,
+        # A browser loading a page says so; the exporter counts only such loads as page views.
+        "HTTP_ACCEPT": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "HTTP_SEC_FETCH_DEST": "document",
+        "HTTP_SEC_FETCH_MODE": "navigate",
     }
     if visit.referrer:
         environ["HTTP_REFERER"] = visit.referrer

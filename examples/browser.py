@@ -13,10 +13,18 @@ import urllib.request
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
           "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
 DEVICE_COOKIE = "otel_mp_device_id"
+# What Safari sends beside its User-Agent when it loads a page: the server tells page loads
+# from API calls by these.
+NAVIGATION = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Mode": "navigate",
+}
 
 
 class Browser:
-    """An iPhone's Safari: its User-Agent, and the cookies it is given kept for the next request."""
+    """An iPhone's Safari: its User-Agent and page-load headers, and the cookies it is given kept
+    for the next request."""
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -24,7 +32,7 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
     def open(self, path: str, form: dict[str, str] | None = None, referer: str | None = None) -> int:
-        headers = {"User-Agent": IPHONE}
+        headers = {"User-Agent": IPHONE, **NAVIGATION}
         if referer:
             headers["Referer"] = referer
         data = urllib.parse.urlencode(form).encode() if form is not None else None

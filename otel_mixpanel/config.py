@@ -214,7 +214,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Send set_profile() updates of visitors not identified yet, to a $device:<id> profile. Off: only "
             "identified users get profile updates, as mixpanel-js holds people updates until identify()."),
     Setting("page_views", "PAGE_VIEWS", True, _flag, "true or false",
-            "Turn successful GET requests into page-view events."),
+            "Send page-view events; which requests are page views: page_view_detection."),
+    Setting("page_view_detection", "PAGE_VIEW_DETECTION", "document", _choice("document", "any-get"),
+            "document or any-get",
+            "document: a page view is a browser's document load (Sec-Fetch-Dest / Sec-Fetch-Mode, else an "
+            "Accept preferring text/html, and an HTML response where its Content-Type is known). "
+            "any-get: every successful GET, as before. Health checkers and scripts are never page views."),
     Setting("page_view_event", "PAGE_VIEW_EVENT", "$mp_web_page_view", _text, "event name",
             "Name of the page-view event."),
     Setting("page_view_include", "PAGE_VIEW_INCLUDE", (), _word_list, "comma-separated path globs",
@@ -314,6 +319,7 @@ class Settings:
     id_merge: str = _default("id_merge")
     anonymous_profiles: bool = _default("anonymous_profiles")
     page_views: bool = _default("page_views")
+    page_view_detection: str = _default("page_view_detection")
     page_view_event: str = _default("page_view_event")
     page_view_include: tuple[str, ...] = _default("page_view_include")
     page_view_exclude: tuple[str, ...] = _default("page_view_exclude")

@@ -73,7 +73,7 @@ class EventBuilder:
             return
         identity = identity_properties(context.device_id, context.user_id)
         server_span = context.server_span
-        if server_span is not None and is_page_view(context.http, self._settings):
+        if server_span is not None and is_page_view(context.http, context.is_automated, self._settings):
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
                               {**context.properties, **context.page}, identity)
         for span in trace.spans:

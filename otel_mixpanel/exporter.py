@@ -58,6 +58,7 @@ class MixpanelSpanExporter(SpanExporter):
         id_merge: str | None = None,
         anonymous_profiles: bool | str | None = None,
         page_views: bool | str | None = None,
+        page_view_detection: str | None = None,
         page_view_event: str | None = None,
         page_view_include: Sequence[str] | str | None = None,
         page_view_exclude: Sequence[str] | str | None = None,

@@ -47,6 +47,7 @@ from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
 REQUEST_HEADER_PREFIX = "http.request.header."
+RESPONSE_HEADER_PREFIX = "http.response.header."
 
 
 class HttpFacts(NamedTuple):
@@ -67,6 +68,11 @@ class HttpFacts(NamedTuple):
     synthetic: bool
     peer_address: str | None
     referer: str | None
+    # What the client asked for and what it got: the page-view decision (otel_mixpanel.page_views).
+    accept: str | None = None
+    fetch_dest: str | None = None
+    fetch_mode: str | None = None
+    content_type: str | None = None
 
 
 # Leaves room for the "$device:" prefix within Mixpanel's 255 bytes; real ids are far shorter.
@@ -119,14 +125,18 @@ def _number(value: Any) -> float | None:
 
 
 @lru_cache(maxsize=None)
-def _header_keys(name: str) -> tuple[str, str]:
-    """Both spellings of a captured request header's attribute: ``x-forwarded-for`` as the spec
+def _header_keys(name: str, prefix: str = REQUEST_HEADER_PREFIX) -> tuple[str, str]:
+    """Both spellings of a captured header's attribute: ``x-forwarded-for`` as the spec
     writes it, ``x_forwarded_for`` as opentelemetry-util-http does."""
-    return REQUEST_HEADER_PREFIX + name, REQUEST_HEADER_PREFIX + name.replace("-", "_")
+    return prefix + name, prefix + name.replace("-", "_")
 
 
 _USER_AGENT_HEADER = _header_keys("user-agent")
 _REFERER_HEADER = _header_keys("referer")
+_ACCEPT_HEADER = _header_keys("accept")
+_FETCH_DEST_HEADER = _header_keys("sec-fetch-dest")
+_FETCH_MODE_HEADER = _header_keys("sec-fetch-mode")
+_CONTENT_TYPE_HEADER = _header_keys("content-type", RESPONSE_HEADER_PREFIX)
 
 
 def _header(get: Callable[[str], Any], keys: tuple[str, str]) -> tuple[str, ...]:
@@ -200,6 +210,11 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
         get(USER_AGENT_SYNTHETIC_TYPE) is not None,
         _text(get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)),
         (_header(get, _REFERER_HEADER) or (None,))[0],
+        # Accept may arrive split into several header lines; together they are one list.
+        ", ".join(_header(get, _ACCEPT_HEADER)) or None,
+        (_header(get, _FETCH_DEST_HEADER) or (None,))[0],
+        (_header(get, _FETCH_MODE_HEADER) or (None,))[0],
+        (_header(get, _CONTENT_TYPE_HEADER) or (None,))[0],
     )
 
 

@@ -26,6 +26,16 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/60
 DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
                   "(KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36")
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+# What Chrome 120 sends with every page it loads, beside its User-Agent.
+NAVIGATION = {
+    "Accept": ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"
+               "*/*;q=0.8,application/signed-exchange;v=b3;q=0.7"),
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Site": "none",
+}
+# Without the web middleware, header capture is how these reach the span.
+NAVIGATION_CAPTURE = "accept,sec-fetch-dest,sec-fetch-mode"
 
 
 @pytest.fixture(autouse=True)
@@ -109,14 +119,22 @@ class _ClosingBody:
 
 
 class Site:
-    """A WSGI app behind the real OpenTelemetry WSGI middleware, served on loopback, exporting to Mixpanel."""
+    """A WSGI app behind the real OpenTelemetry WSGI middleware, served on loopback, exporting to Mixpanel.
+
+    Requests are a browser's page loads (``NAVIGATION``) unless ``navigation=False``, and the
+    instrumentation captures the headers that say so unless ``capture_navigation=False``.
+    """
 
     def __init__(self, app: Callable, ingest: IngestServer, *, mode: str = "old", server: str = "werkzeug",
-                 processor: str = "batch", capture_headers: str | None = None, **settings: Any) -> None:
+                 processor: str = "batch", capture_headers: str | None = None, capture_navigation: bool = True,
+                 **settings: Any) -> None:
         use_semconv_mode(mode)
-        if capture_headers is not None:
+        captured = [h for h in (capture_headers, NAVIGATION_CAPTURE if capture_navigation else None) if h]
+        if captured:
             # Read by the WSGI middleware when it is built, as in an application set up from the environment.
-            os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"] = capture_headers
+            os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST"] = ",".join(captured)
+        else:
+            os.environ.pop("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", None)
         self.exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **settings))
         self.provider = TracerProvider()
         span_processor = (BatchSpanProcessor(self.exporter, schedule_delay_millis=20) if processor == "batch"
@@ -130,10 +148,11 @@ class Site:
         self._thread.start()
 
     def request(self, path: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+                body: bytes | None = None, navigation: bool = True) -> tuple[int, dict[str, str], bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(method, path, body=body, headers={**(NAVIGATION if navigation else {}),
+                                                                  **(headers or {})})
             response = connection.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:

@@ -31,7 +31,7 @@ from otel_mixpanel.web.first_touch import (
 )
 from otel_mixpanel.web.flask import MixpanelFlask
 
-from conftest import DESKTOP_CHROME, Site
+from conftest import DESKTOP_CHROME, NAVIGATION, Site
 
 FIRST_TOUCH_COOKIE = "otel_mp_first_touch"
 GOOGLE_SEARCH = "https://www.google.com/search?q=running+shoes"
@@ -50,7 +50,8 @@ def stored_first_touch(value: str | None) -> dict[str, Any]:
 
 
 class Client:
-    """A browser as the server sees it: a User-Agent, the cookies it was given, the Referer it is told to send."""
+    """A browser as the server sees it: a User-Agent and a page load's headers, the cookies it was given,
+    the Referer it is told to send."""
 
     def __init__(self, site: Site) -> None:
         self.base = f"http://127.0.0.1:{site.port}"
@@ -59,7 +60,7 @@ class Client:
 
     def open(self, path: str, referer: str | None = None, form: dict[str, str] | None = None,
              cookie: str | None = None) -> tuple[str, list[str]]:
-        headers = {"User-Agent": DESKTOP_CHROME}
+        headers = {"User-Agent": DESKTOP_CHROME, **NAVIGATION}
         if referer:
             headers["Referer"] = referer
         if cookie:

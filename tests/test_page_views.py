@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import http.client
+import os
 
-from conftest import DESKTOP_CHROME, GOOGLEBOT, IPHONE, SEMCONV_MODES, text_app, without_volatile
+import pytest
+from hypothesis import given, settings, strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+import otel_mixpanel
+from conftest import (DESKTOP_CHROME, GOOGLEBOT, IPHONE, NAVIGATION, SEMCONV_MODES, quick_delivery, text_app,
+                      without_volatile)
+from otel_mixpanel import MixpanelSpanExporter
+from otel_mixpanel.config import ConfigError, Settings
+from otel_mixpanel.page_views import prefers_html
+from otel_mixpanel.web import MixpanelMiddleware
+from test_web import Browser, serve
 
 CAMPAIGN_URL = ("/shop/shoes?utm_source=newsletter&utm_medium=email&utm_campaign=winter&utm_content=hero"
                 "&utm_term=boots&utm_id=42&gclid=g-1&fbclid=f-1&msclkid=m-1&ttclid=t-1&wbraid=w-1&color=red")
@@ -146,12 +159,11 @@ def test_bots_produce_no_events_unless_asked(site_factory, ingest, user_agent):
 def test_unknown_user_agent_fields_are_left_out(site_factory, ingest):
     site = site_factory(text_app)
     site.request("/", headers={"User-Agent": "Xyzzy/3.2"})
-    site.request("/second", headers={})
     site.flush()
-    for view in page_views(ingest):
-        props = view["properties"]
-        assert not {"$browser", "$os", "$device", "$browser_version"} & props.keys()
-        assert "Other" not in props.values()
+    [view] = page_views(ingest)
+    props = view["properties"]
+    assert not {"$browser", "$os", "$device", "$browser_version"} & props.keys()
+    assert "Other" not in props.values()
 
 
 def test_works_under_simple_span_processor(site_factory, ingest):
@@ -161,3 +173,207 @@ def test_works_under_simple_span_processor(site_factory, ingest):
     [view] = page_views(ingest)
     assert view["properties"]["$browser"] == "Chrome"
     assert view["properties"]["$os"] == "Windows"
+
+
+# --- Page views are document loads by people ------------------------------------------------
+
+COOKIE = "otel_mp_device_id"
+CHROME_FETCH = {"User-Agent": DESKTOP_CHROME, "Accept": "*/*", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors"}
+PROBES = ["kube-probe/1.29", "ELB-HealthChecker/2.0", "GoogleHC/1.0", "curl/8.4.0", "python-requests/2.31.0",
+          "Go-http-client/1.1", "", None]
+
+
+def shop_app(environ, start_response):
+    """HTML pages, and JSON under /api/; every request also records a business event."""
+    otel_mixpanel.track("Looked", {"path": environ["PATH_INFO"]})
+    if environ["PATH_INFO"].startswith("/api/"):
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"items": []}']
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [b"<!doctype html><title>Shop</title>"]
+
+
+def web_site(site_factory, **options):
+    """The shop behind the web middleware and no header capture: what the middleware records decides."""
+    return site_factory(MixpanelMiddleware(shop_app), capture_navigation=False, **options)
+
+
+def set_cookies(site, path, headers):
+    """One GET sent exactly as given: its status and the names of every cookie it sets."""
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {c.partition("=")[0]: c for c in response.msg.get_all("Set-Cookie") or ()}
+    finally:
+        connection.close()
+
+
+def looked(ingest):
+    return [e["properties"] for e in ingest.events() if e["event"] == "Looked"]
+
+
+@pytest.mark.parametrize("headers", [
+    {"User-Agent": DESKTOP_CHROME, **NAVIGATION},
+    # Safari before 16.4 sends no Sec-Fetch-*: its Accept asks for HTML first.
+    {"User-Agent": IPHONE, "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+    # Firefox weighs image/avif as high as text/html.
+    {"User-Agent": DESKTOP_CHROME, "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,"
+                                             "image/avif,image/webp,*/*;q=0.8"},
+    # Sec-Fetch-Mode alone (Chrome 76-79 sent no Sec-Fetch-Dest).
+    {"User-Agent": DESKTOP_CHROME, "Accept": "*/*", "Sec-Fetch-Mode": "navigate"},
+], ids=["sec-fetch", "accept-only", "accept-tie", "mode-only"])
+def test_a_browser_loading_a_page_is_one_page_view_with_a_new_device(site_factory, ingest, headers):
+    site = web_site(site_factory)
+    status, cookies = set_cookies(site, "/products", headers)
+    site.flush()
+    assert status == 200
+    [view] = page_views(ingest)
+    assert cookies[COOKIE].startswith(f"{COOKIE}={view['properties']['$device_id']};")
+    assert [p["$device_id"] for p in looked(ingest)] == [view["properties"]["$device_id"]]
+
+
+@pytest.mark.parametrize("path, headers", [
+    ("/products", CHROME_FETCH),
+    ("/products", {**CHROME_FETCH, "Accept": "application/json", "Sec-Fetch-Mode": "same-origin"}),
+    # XHR from a browser that sends no Sec-Fetch-*; axios's default Accept.
+    ("/products", {"User-Agent": IPHONE, "Accept": "application/json, text/plain, */*"}),
+    ("/products", {"User-Agent": IPHONE, "Accept": "application/json, text/html;q=0.5"}),
+    ("/products", {"User-Agent": IPHONE, "Accept": "*/*"}),
+    ("/products", {"User-Agent": IPHONE}),
+    # An embedded frame is not the page the person is on.
+    ("/products", {"User-Agent": DESKTOP_CHROME, **NAVIGATION, "Sec-Fetch-Dest": "iframe"}),
+    # A browser navigating to an API URL: the request looks like a page load, the JSON answer is not one.
+    ("/api/cart", {"User-Agent": DESKTOP_CHROME, **NAVIGATION}),
+], ids=["fetch", "fetch-json", "xhr-axios", "prefers-json", "accept-any", "no-accept", "iframe", "json-response"])
+def test_api_calls_are_no_page_views_but_their_business_events_count(site_factory, ingest, path, headers):
+    site = web_site(site_factory)
+    cookie = f"{COOKIE}=3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f"
+    status, cookies = set_cookies(site, path, {**headers, "Cookie": cookie})
+    site.flush()
+    assert status == 200 and COOKIE not in cookies
+    assert page_views(ingest) == []
+    [event] = looked(ingest)
+    assert event["path"] == path and event["$device_id"] == "3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f"
+
+
+@pytest.mark.parametrize("user_agent", PROBES, ids=lambda ua: "missing" if ua is None else (ua or "empty"))
+def test_health_checkers_and_scripts_get_no_page_view_and_no_device(site_factory, ingest, user_agent):
+    site = web_site(site_factory)
+    # Even asking for HTML as a browser would: the User-Agent says no person is there.
+    headers = dict(NAVIGATION) if user_agent is None else {**NAVIGATION, "User-Agent": user_agent}
+    for _ in range(2):
+        status, cookies = set_cookies(site, "/", headers)
+        assert status == 200 and cookies == {}, "no cookie of any kind"
+    site.flush()
+    assert page_views(ingest) == []
+    events = looked(ingest)
+    assert len(events) == 2, "their business events are still sent"
+    assert not any("$device_id" in p for p in events)
+    assert all(p["distinct_id"] == "" for p in events)
+
+
+def test_a_script_keeps_a_device_id_it_presents(site_factory, ingest):
+    site = web_site(site_factory)
+    device = "18f3c0a1b2-0d3e4f-4c657b58-1fa400-18f3c0a1b2"
+    site.request("/", headers={"User-Agent": "curl/8.4.0", "Cookie": f"{COOKIE}={device}"})
+    site.flush()
+    assert [p["$device_id"] for p in looked(ingest)] == [device]
+
+
+def test_any_get_counts_every_successful_get_except_automated_clients(site_factory, ingest):
+    site = web_site(site_factory, page_view_detection="any-get")
+    site.request("/products", headers=CHROME_FETCH, navigation=False)
+    site.request("/api/cart", headers={"User-Agent": IPHONE, "Accept": "application/json"}, navigation=False)
+    site.request("/", headers={"User-Agent": "kube-probe/1.29"}, navigation=False)
+    site.flush()
+    assert sorted(v["properties"]["current_url_path"] for v in page_views(ingest)) == ["/api/cart", "/products"]
+    assert len(looked(ingest)) == 3
+
+
+def test_detection_is_a_setting_checked_at_start(site_factory):
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_DETECTION"):
+        Settings.load(environ={"OTEL_EXPORTER_MIXPANEL_TOKEN": "t", "OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_DETECTION": "all"})
+    loaded = Settings.load(environ={"OTEL_EXPORTER_MIXPANEL_TOKEN": "t",
+                                    "OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_DETECTION": " Any-GET "})
+    assert loaded.page_view_detection == "any-get"
+    assert Settings(token="t").page_view_detection == "document"
+
+
+@pytest.mark.parametrize("mode", SEMCONV_MODES)
+def test_captured_headers_decide_without_the_middleware(site_factory, ingest, mode):
+    # The instrumentation's own capture, in its spelling (http.request.header.sec_fetch_dest), request and response.
+    os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE"] = "content-type"
+    site = site_factory(shop_app, mode=mode)
+    site.request("/products", headers={"User-Agent": IPHONE})
+    site.request("/api/cart", headers={"User-Agent": IPHONE})
+    site.request("/products", headers={"User-Agent": IPHONE, "Sec-Fetch-Dest": "empty"})
+    site.flush()
+    assert [v["properties"]["current_url_path"] for v in page_views(ingest)] == ["/products"]
+    assert len(looked(ingest)) == 3
+
+
+def test_without_middleware_or_capture_no_request_is_known_to_be_a_page_load(site_factory, ingest):
+    site = site_factory(shop_app, capture_navigation=False)
+    site.request("/products", headers={"User-Agent": IPHONE})
+    site.flush()
+    assert page_views(ingest) == [] and len(looked(ingest)) == 1
+
+
+def test_flask_records_what_the_decision_needs(ingest):
+    import flask
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from otel_mixpanel.web.flask import MixpanelFlask
+
+    app = flask.Flask(__name__)
+
+    @app.get("/products")
+    def products():
+        otel_mixpanel.track("Looked", {"path": "/products"})
+        return "<!doctype html><title>Products</title>"
+
+    @app.get("/api/cart")
+    def cart():
+        otel_mixpanel.track("Looked", {"path": "/api/cart"})
+        return {"items": []}
+
+    exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
+    MixpanelFlask(app)
+    try:
+        with serve(app) as url:
+            browser = Browser(DESKTOP_CHROME)
+            assert browser.get(url + "/products", headers=NAVIGATION)[0] == 200
+            assert browser.get(url + "/api/cart", headers=NAVIGATION)[0] == 200
+            assert browser.get(url + "/products", headers=CHROME_FETCH)[0] == 200
+            probe = Browser("kube-probe/1.29")
+            assert probe.get(url + "/products", headers=NAVIGATION)[0] == 200
+            assert probe.cookie() is None
+        assert exporter.force_flush(5000)
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)
+        provider.shutdown()
+    [view] = page_views(ingest)
+    assert view["properties"]["current_url_path"] == "/products"
+    assert view["properties"]["$device_id"] == browser.cookie()
+    assert len(looked(ingest)) == 4
+
+
+@pytest.mark.parametrize("accept, html", [
+    ("TEXT/HTML", True), ("application/xhtml+xml", True), ("text/html, */*", True),
+    ("text/html;q=0", False), ("text/html;q=abc", False), ("text/html;q=2", False), ("text/*", False),
+    ("image/webp,text/html;q=0.9", False),
+    ("text/html;q=0.5, */*;q=0.9", False), ("", False), (",,;;q=,", False),
+])
+def test_accept_prefers_html_only_when_nothing_named_is_preferred(accept, html):
+    assert prefers_html(accept) is html
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000))
+def test_any_accept_header_is_read_without_error(accept):
+    assert prefers_html(accept) in (True, False)

@@ -160,7 +160,8 @@ def test_spans_made_by_hand_convert_like_the_sdks(delivered):
     exporter, server = delivered
     attributes = {"http.method": "GET", "http.target": "/shoes?utm_source=news", "http.host": "shop.example",
                   "http.scheme": "https", "http.status_code": 200, "net.peer.ip": "203.0.113.9",
-                  "http.user_agent": DESKTOP_CHROME, "enduser.pseudo.id": "d-1"}
+                  "http.user_agent": DESKTOP_CHROME, "http.request.header.accept": ("text/html",),
+                  "enduser.pseudo.id": "d-1"}
 
     def request(tracer):
         with tracer.start_as_current_span("GET /shoes", kind=SpanKind.SERVER) as span:

@@ -39,6 +39,8 @@ from otel_mixpanel.web.device_id import (
 IPHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
              "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
 COOKIE = "otel_mp_device_id"
+# The WSGI environ's share of a request from IPHONE_UA.
+PHONE = {"HTTP_USER_AGENT": IPHONE_UA}
 UUID4 = "3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f"
 
 
@@ -205,18 +207,19 @@ def test_js_sdk_cookie_name_follows_the_token():
 def test_resolution_order_js_then_own_cookie_then_new():
     options = DeviceIdOptions.build(environ={}, mixpanel_token="tok")
     js = f"mp_tok_mixpanel={_js_cookie({'$device_id': '0d3e4f-4c657b58'})}"
-    both = resolve_device({"HTTP_COOKIE": f"{COOKIE}={UUID4}; {js}"}, options)
+    both = resolve_device({**PHONE, "HTTP_COOKIE": f"{COOKIE}={UUID4}; {js}"}, options)
     assert (both.device_id, both.source, both.cookie_needed) == ("0d3e4f-4c657b58", "mixpanel-js", True)
-    same = resolve_device({"HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58; {js}"}, options)
+    same = resolve_device({**PHONE, "HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58; {js}"}, options)
     assert not same.cookie_needed
     # Once the JS SDK's cookie is gone, ours still holds its id.
-    followed = resolve_device({"HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58"}, options)
+    followed = resolve_device({**PHONE, "HTTP_COOKIE": f"{COOKIE}=0d3e4f-4c657b58"}, options)
     assert (followed.device_id, followed.source, followed.cookie_needed) == ("0d3e4f-4c657b58", "cookie", False)
-    own = resolve_device({"HTTP_COOKIE": f"{COOKIE}=garbage; {COOKIE}={UUID4}"}, options)
+    own = resolve_device({**PHONE, "HTTP_COOKIE": f"{COOKIE}=garbage; {COOKIE}={UUID4}"}, options)
     assert (own.device_id, own.source, own.cookie_needed) == (UUID4, "cookie", False)
-    fresh = resolve_device({"HTTP_COOKIE": f"{COOKIE}=garbage"}, options)
+    fresh = resolve_device({**PHONE, "HTTP_COOKIE": f"{COOKIE}=garbage"}, options)
     assert fresh.source == "new" and fresh.cookie_needed and valid_device_id(fresh.device_id)
-    ignored = resolve_device({"HTTP_COOKIE": js}, DeviceIdOptions.build(environ={}, reuse_js_device_id=False))
+    ignored = resolve_device({**PHONE, "HTTP_COOKIE": js},
+                             DeviceIdOptions.build(environ={}, reuse_js_device_id=False))
     assert ignored.source == "new"
 
 
@@ -260,8 +263,8 @@ def test_secure_request_detection(environ, secure):
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300), st.text(max_size=100))
 def test_any_cookie_header_gives_a_usable_id(header, forwarded):
-    state = resolve_device({"HTTP_COOKIE": header, "HTTP_FORWARDED": forwarded, "HTTP_X_FORWARDED_PROTO": forwarded},
-                           DeviceIdOptions.build(environ={}))
+    state = resolve_device({**PHONE, "HTTP_COOKIE": header, "HTTP_FORWARDED": forwarded,
+                            "HTTP_X_FORWARDED_PROTO": forwarded}, DeviceIdOptions.build(environ={}))
     assert state.device_id and state.device_id.lower() not in ("null", "undefined", "0")
     assert "\n" not in state.set_cookie_header(DeviceIdOptions.build(environ={}))
 
@@ -288,6 +291,9 @@ def test_wsgi_device_cookie_and_span_attributes(spans, order, app):
             "X-Forwarded-For": "203.0.113.7, 10.0.0.2",
             "Forwarded": "for=203.0.113.7;host=shop.example",
             "Authorization": "Bearer secret",
+            "Accept": "text/html,*/*;q=0.8",
+            "Sec-Fetch-Dest": "document",
+            "Sec-Fetch-Mode": "navigate",
         })
         assert status == 200
         set_cookies = [v.split("=")[0] for k, v in headers.items() if k.lower() == "set-cookie"]
@@ -303,6 +309,12 @@ def test_wsgi_device_cookie_and_span_attributes(spans, order, app):
     assert first.attributes["http.request.header.referer"] == ("https://www.google.com/",)
     assert first.attributes["http.request.header.x-forwarded-for"] == ("203.0.113.7, 10.0.0.2",)
     assert first.attributes["http.request.header.forwarded"] == ("for=203.0.113.7;host=shop.example",)
+    assert first.attributes["http.request.header.accept"] == ("text/html,*/*;q=0.8",)
+    assert first.attributes["http.request.header.sec-fetch-dest"] == ("document",)
+    assert first.attributes["http.request.header.sec-fetch-mode"] == ("navigate",)
+    # Recorded when the application answers, in either order and however late it calls start_response.
+    assert first.attributes["http.response.header.content-type"] == ("text/plain",)
+    assert "http.request.header.sec-fetch-dest" not in second.attributes
     assert first.attributes["url.path"] == "/landing"
     assert first.attributes["url.query"] == "utm_source=google&utm_medium=cpc"
     assert second.attributes["url.path"] == "/second" and "url.query" not in second.attributes
@@ -368,6 +380,18 @@ def test_https_behind_a_proxy_gets_a_secure_cookie(spans):
     with serve(_wsgi_stack(hello_app, provider, "mixpanel-inside")) as url:
         _, headers, _ = Browser().get(url + "/", headers={"X-Forwarded-Proto": "https"})
     assert "; Secure" in headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("user_agent", ["kube-probe/1.29", "curl/8.4.0", "", None])
+def test_automated_clients_are_given_no_device_id(user_agent):
+    options = DeviceIdOptions.build(environ={})
+    environ = {} if user_agent is None else {"HTTP_USER_AGENT": user_agent}
+    state = resolve_device(environ, options)
+    assert (state.device_id, state.source, state.cookie_needed) == (None, "none", False)
+    assert state.set_cookie_header(options) is None
+    # An id the client presents is still its own.
+    kept = resolve_device({**environ, "HTTP_COOKIE": f"{COOKIE}={UUID4}"}, options)
+    assert (kept.device_id, kept.source, kept.cookie_needed) == (UUID4, "cookie", False)
 
 
 def test_helpers_outside_a_request():

@@ -25,7 +25,7 @@ from websockets.sync.client import connect as websocket_connect
 
 import otel_mixpanel
 from asgi_helpers import serve_asgi
-from conftest import IPHONE, SEMCONV_MODES, Site, quick_delivery, text_app, use_semconv_mode, without_volatile
+from conftest import IPHONE, NAVIGATION, SEMCONV_MODES, Site, quick_delivery, text_app, use_semconv_mode, without_volatile
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.testing.ingest_server import IngestServer
 from otel_mixpanel.web import MixpanelMiddleware as WsgiMiddleware
@@ -36,7 +36,8 @@ PAGE_VIEW = "$mp_web_page_view"
 COOKIE = "otel_mp_device_id"
 UUID4 = "3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f"
 CAMPAIGN_PATH = "/shop/caf%C3%A9?utm_source=newsletter&utm_medium=email&utm_campaign=winter&color=red"
-VISIT = {"Host": "shop.example.com", "User-Agent": IPHONE, "Referer": "https://www.google.com/search?q=boots"}
+VISIT = {"Host": "shop.example.com", "User-Agent": IPHONE, "Referer": "https://www.google.com/search?q=boots",
+         **NAVIGATION}
 
 
 class AsgiSite:
@@ -137,6 +138,32 @@ def test_fastapi_page_view_has_device_referrer_and_campaign(asgi_site, ingest, m
     [tracked] = [e for e in events(ingest, "Item Viewed") if e["properties"]["item"] == "café"]
     assert tracked["properties"]["$device_id"] == device
     assert tracked["properties"]["utm_source"] == "newsletter"
+
+
+@pytest.mark.parametrize("mode", SEMCONV_MODES)
+def test_fastapi_api_calls_and_probes_are_no_page_views(asgi_site, ingest, mode):
+    site = asgi_site(mode)
+    app = fastapi_app(site)
+
+    @app.get("/api/cart")
+    async def cart() -> dict[str, list[str]]:
+        otel_mixpanel.track("Cart Viewed")
+        return {"items": []}
+
+    cookie = {"Cookie": f"{COOKIE}={UUID4}"}
+    with site.serving(app):
+        assert site.request("/api/cart", {**VISIT, **cookie})[0] == 200
+        assert site.request("/shop/boots", {**VISIT, **cookie, "Accept": "*/*", "Sec-Fetch-Dest": "empty",
+                                            "Sec-Fetch-Mode": "cors"})[0] == 200
+        status, probe_headers, _ = site.request("/shop/boots", {**VISIT, "User-Agent": "kube-probe/1.29"})
+        assert status == 200 and probe_headers.get_all("Set-Cookie") is None
+        assert site.request("/shop/boots", {**VISIT, **cookie})[0] == 200
+        site.flush()
+    [view] = events(ingest, PAGE_VIEW)
+    assert view["properties"]["current_url_path"] == "/shop/boots" and view["properties"]["$device_id"] == UUID4
+    assert len(events(ingest, "Cart Viewed")) == 1 and len(events(ingest, "Item Viewed")) == 3
+    [probed] = [e for e in events(ingest, "Item Viewed") if "$device_id" not in e["properties"]]
+    assert probed["properties"]["distinct_id"] == ""
 
 
 def raw_app_inside(provider: TracerProvider) -> Any:

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import django
 import pytest
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_mixpanel import api
 from otel_mixpanel.web import current_device_id, reset_device_id
 from otel_mixpanel.web.device_id import valid_device_id
+from conftest import NAVIGATION, quick_delivery
+from otel_mixpanel import MixpanelSpanExporter
 from test_web import Browser, serve, server_spans
 
 
@@ -44,7 +46,12 @@ def logout(request):
     return HttpResponse(old)
 
 
-urlpatterns = [path("", home), path("login", login), path("logout", logout)]
+def cart(request):
+    api.track("Cart Viewed")
+    return JsonResponse({"items": []})
+
+
+urlpatterns = [path("", home), path("login", login), path("logout", logout), path("api/cart", cart)]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +109,37 @@ def test_django_cookie_span_attributes_helpers_and_logout(django_app):
     assert logout_span.attributes["enduser.pseudo.id"] == device
     assert home_again.attributes["enduser.pseudo.id"] == after
     assert not [k for s in exporter.get_finished_spans() for k in s.attributes if "cookie" in k]
+
+
+def test_django_records_what_the_page_view_decision_needs(django_app, ingest):
+    app, spans = django_app
+    browser = Browser()
+    fetch = {"Accept": "*/*", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors"}
+    with serve(app) as url:
+        assert browser.get(url + "/", headers=NAVIGATION)[0] == 200
+        assert browser.get(url + "/api/cart", headers=NAVIGATION)[0] == 200
+        assert browser.get(url + "/", headers=fetch)[0] == 200
+        probe = Browser("kube-probe/1.29")
+        _, probe_headers, _ = probe.get(url + "/api/cart")
+    assert "Set-Cookie" not in probe_headers
+
+    page, api_call, fetched, probed = server_spans(spans)
+    assert page.attributes["http.request.header.accept"] == (NAVIGATION["Accept"],)
+    assert page.attributes["http.request.header.sec-fetch-dest"] == ("document",)
+    assert page.attributes["http.request.header.sec-fetch-mode"] == ("navigate",)
+    assert page.attributes["http.response.header.content-type"] == ("text/html; charset=utf-8",)
+    assert api_call.attributes["http.response.header.content-type"] == ("application/json",)
+    assert fetched.attributes["http.request.header.sec-fetch-dest"] == ("empty",)
+    assert "enduser.pseudo.id" not in probed.attributes
+
+    exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
+    exporter.export(spans.get_finished_spans())
+    assert exporter.force_flush(5000)
+    exporter.shutdown()
+    views = [e["properties"] for e in ingest.events() if e["event"] == "$mp_web_page_view"]
+    assert [(v["current_url_path"], v["$device_id"]) for v in views] == [("/", browser.cookie("did"))]
+    carts = [e["properties"] for e in ingest.events() if e["event"] == "Cart Viewed"]
+    assert [c.get("$device_id") for c in carts] == [browser.cookie("did"), None]
 
 
 OUR_MIDDLEWARE = "otel_mixpanel.web.django.MixpanelMiddleware"

@@ -24,7 +24,12 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span
 
 from otel_mixpanel.jobs import attach_request
-from otel_mixpanel.web.attributes import MAX_HEADER_CHARS, record_request
+from otel_mixpanel.web.attributes import (
+    MAX_HEADER_CHARS,
+    content_type_of,
+    record_request,
+    record_response_content_type,
+)
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
 from otel_mixpanel.web.js_cookie import announce_hybrid
@@ -56,15 +61,16 @@ class MixpanelMiddleware:
         state = resolve_device(environ, self.options)
         touch = resolve_first_touch(environ.get("HTTP_COOKIE"), environ.get("HTTP_REFERER"),
                                     environ.get("QUERY_STRING"), self.options,
-                                    may_set_cookie=state.cookie_needed or state.source != "new")
+                                    may_set_cookie=state.keeps_cookies)
         scope[ENVIRON_KEY] = state
-        recorded = _record_on_current_span(environ, state, touch)
+        span = _record_on_current_span(environ, state, touch)
 
         async def send_with_cookie(message: Message) -> None:
-            nonlocal recorded
+            nonlocal span
             if message.get("type") == "http.response.start":
-                if not recorded:
-                    recorded = _record_on_current_span(environ, state, touch)
+                span = span or _record_on_current_span(environ, state, touch)
+                if span is not None:
+                    record_response_content_type(span, content_type_of(message.get("headers") or ()))
                 cookies = _set_cookie_headers(environ, state, touch, self.options)
                 if cookies:
                     message = {**message, "headers": [*message.get("headers", ()), *cookies]}
@@ -120,19 +126,22 @@ def _latin1(value: object) -> str:
 
 def _set_cookie_headers(environ: dict[str, Any], state: DeviceState, touch: FirstTouchState | None,
                         options: DeviceIdOptions) -> list[tuple[bytes, bytes]]:
-    values = [state.set_cookie_header(options)] if state.cookie_needed else []
+    device_cookie = state.set_cookie_header(options) if state.cookie_needed else None
+    values = [device_cookie] if device_cookie else []
     values.extend(cookie.header() for cookie in response_cookies(environ.get("HTTP_COOKIE"), state, touch, options))
     return [(b"set-cookie", value.encode("latin-1")) for value in values]
 
 
-def _record_on_current_span(environ: dict[str, Any], state: DeviceState, touch: FirstTouchState | None) -> bool:
+def _record_on_current_span(environ: dict[str, Any], state: DeviceState,
+                            touch: FirstTouchState | None) -> Span | None:
+    """The request's span, with the request recorded on it; None while there is none yet."""
     span = trace.get_current_span()
     if not span.is_recording():
-        return False
+        return None
     record_request(span, environ, state.request_device_id)
     record_first_touch(span, touch)
     _record_host(span, environ)
-    return True
+    return span
 
 
 def _record_host(span: Span, environ: dict[str, Any]) -> None:

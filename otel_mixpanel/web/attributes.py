@@ -1,16 +1,20 @@
 """What the web middleware writes on the request's span for the exporter to read.
 
-Only what the default instrumentation leaves out: the device id, the Referer and the
-proxy headers (the client address, X-Forwarded-Proto and -Host; the exporter believes
-them only from trusted proxies), and ``url.path`` /
-``url.query`` when the instrumentation did not record them (under wsgiref with stable
-semantic conventions there is no RAW_URI, so it records neither). Cookie and
-Authorization are never recorded.
+Only what the default instrumentation leaves out: the device id; the Referer; the proxy
+headers (the client address, X-Forwarded-Proto and -Host; the exporter believes them only
+from trusted proxies); ``Accept``, ``Sec-Fetch-Dest``, ``Sec-Fetch-Mode`` and the response's
+``Content-Type``, from which the exporter tells a browser's page load from an API call
+(otel_mixpanel.page_views); and ``url.path`` / ``url.query`` when the instrumentation did not
+record them (under wsgiref with stable semantic conventions there is no RAW_URI, so it
+records neither). Cookie and Authorization are never recorded.
+
+Headers are read through a ``HeaderGetter`` so that every server interface (WSGI environ,
+Django's ``META``, an ASGI scope's header list) records the same attributes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
 from opentelemetry.trace import Span
@@ -21,39 +25,82 @@ from otel_mixpanel.enrich.client_ip import right_end
 ENDUSER_PSEUDO_ID = "enduser.pseudo.id"
 URL_PATH = "url.path"
 URL_QUERY = "url.query"
-# Environ key -> attribute, in the semantic conventions' spelling (lower case, dashes kept).
-RECORDED_HEADERS = (
-    ("HTTP_REFERER", "http.request.header.referer"),
-)
+REQUEST_HEADER_PREFIX = "http.request.header."
+RESPONSE_CONTENT_TYPE = "http.response.header.content-type"
+# Request headers recorded as sent, by their lower-case names; the attribute is the prefix plus
+# the name, as the semantic conventions spell it (dashes kept).
+RECORDED_HEADERS = ("referer", "accept", "sec-fetch-dest", "sec-fetch-mode")
 # The headers proxies write: the client address (whichever CLIENT_IP_HEADER names), scheme and host.
 # The exporter believes them only from trusted proxies.
-PROXY_HEADERS = tuple(
-    ("HTTP_" + name.upper().replace("-", "_"), "http.request.header." + name)
-    for name in (*CLIENT_IP_HEADERS, "x-forwarded-proto", "x-forwarded-host")
-)
-# Enough for any real Referer; a forged megabyte header is not copied into the span.
+PROXY_HEADERS = (*CLIENT_IP_HEADERS, "x-forwarded-proto", "x-forwarded-host")
+# Enough for any real Referer or Accept; a forged megabyte header is not copied into the span.
 MAX_HEADER_CHARS = 4096
 # Characters a browser leaves unescaped in a path (RFC 3986 pchar and "/").
 _PATH_SAFE = "/:@!$&'()*+,;="
 
+# A request header's value by its lower-case name ("sec-fetch-dest"), or None when absent.
+HeaderGetter = Callable[[str], object]
 
-def record_request(span: Span, environ: Mapping[str, Any], device_id: str) -> None:
-    span.set_attribute(ENDUSER_PSEUDO_ID, device_id)
-    for key, attribute in RECORDED_HEADERS:
-        value = environ.get(key)
-        if isinstance(value, str) and value.strip():
-            span.set_attribute(attribute, (value.strip()[:MAX_HEADER_CHARS],))
-    for key, attribute in PROXY_HEADERS:
-        value = environ.get(key)
-        if isinstance(value, str) and value.strip():
-            # The right end: proxies append there, and a client's padding on the left must not push them out.
-            span.set_attribute(attribute, (right_end(value.strip()),))
+
+def environ_header(environ: Mapping[str, Any]) -> HeaderGetter:
+    """Headers of a WSGI environ or a Django ``request.META`` (``HTTP_SEC_FETCH_DEST``)."""
+    def get(name: str) -> object:
+        return environ.get("HTTP_" + name.upper().replace("-", "_"))
+
+    return get
+
+
+def record_request(span: Span, environ: Mapping[str, Any], device_id: str | None) -> None:
+    """Everything a WSGI or Django request tells the exporter: device, headers, path."""
+    if device_id:
+        span.set_attribute(ENDUSER_PSEUDO_ID, device_id)
+    record_request_headers(span, environ_header(environ))
     recorded = getattr(span, "attributes", None) or {}
     if URL_PATH not in recorded:
         span.set_attribute(URL_PATH, request_path(environ))
         query = environ.get("QUERY_STRING")
         if isinstance(query, str) and query:
             span.set_attribute(URL_QUERY, query[:MAX_HEADER_CHARS])
+
+
+def record_request_headers(span: Span, header: HeaderGetter) -> None:
+    """The ``RECORDED_HEADERS`` and ``PROXY_HEADERS`` the request carries, each as a one-value list,
+    as captured headers are."""
+    for name in RECORDED_HEADERS:
+        value = _header_text(header(name))
+        if value:
+            span.set_attribute(REQUEST_HEADER_PREFIX + name, (value[:MAX_HEADER_CHARS],))
+    for name in PROXY_HEADERS:
+        value = _header_text(header(name))
+        if value:
+            # The right end: proxies append there, and a client's padding on the left must not push them out.
+            span.set_attribute(REQUEST_HEADER_PREFIX + name, (right_end(value),))
+
+
+def record_response_content_type(span: Span, content_type: object) -> None:
+    """The response's ``Content-Type``, once the application has answered."""
+    value = _header_text(content_type)
+    if value and span.is_recording():
+        span.set_attribute(RESPONSE_CONTENT_TYPE, (value[:MAX_HEADER_CHARS],))
+
+
+def content_type_of(headers: Iterable[tuple[str | bytes, str | bytes]]) -> str | bytes | None:
+    """The ``Content-Type`` of a response's header list: WSGI's text pairs or ASGI's byte pairs."""
+    for name, value in headers:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if isinstance(name, str) and name.lower() == "content-type":
+            return value
+    return None
+
+
+def _header_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        # ASGI servers hand over raw bytes; HTTP header values are latin-1 text.
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
 
 
 def request_path(environ: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from time import time
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
+from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 ENVIRON_KEY = "otel_mixpanel.device"
@@ -147,17 +148,23 @@ class DeviceState:
     cookie will hold, which differs once ``reset_device_id()`` ran.
     """
 
-    device_id: str
-    source: str  # "cookie", "mixpanel-js" or "new"
+    device_id: str | None
+    source: str  # "cookie", "mixpanel-js", "new", or "none" (an automated client: no id at all)
     cookie_needed: bool
     secure_request: bool
-    request_device_id: str = ""
+    request_device_id: str | None = None
 
     def __post_init__(self) -> None:
         self.request_device_id = self.request_device_id or self.device_id
 
-    def set_cookie_header(self, options: DeviceIdOptions) -> str:
-        return cookie_header(options, self.device_id, self.secure_request)
+    @property
+    def keeps_cookies(self) -> bool:
+        """The browser has, or is being given, a device cookie: the middleware's other cookies may follow it."""
+        return self.device_id is not None and (self.cookie_needed or self.source != "new")
+
+    def set_cookie_header(self, options: DeviceIdOptions) -> str | None:
+        """The ``Set-Cookie`` value that stores the device id; None when there is none."""
+        return cookie_header(options, self.device_id, self.secure_request) if self.device_id else None
 
 
 _current: ContextVar[DeviceState | None] = ContextVar("otel_mixpanel_device", default=None)
@@ -260,7 +267,11 @@ def is_secure_request(environ: Mapping[str, Any]) -> bool:
 
 
 def resolve_device(environ: Mapping[str, Any], options: DeviceIdOptions) -> DeviceState:
-    """Decide the request's device id: the JS SDK's, else our cookie's, else a new one."""
+    """Decide the request's device id: the JS SDK's, else our cookie's, else a new one.
+
+    Health checkers, scripts, HTTP libraries and crawlers (by their User-Agent) get no new
+    one: they keep no cookie, so each of their requests would otherwise be a new visitor.
+    """
     cookies = parse_cookies(environ.get("HTTP_COOKIE"))
     secure = is_secure_request(environ)
     own = next(filter(None, map(valid_device_id, cookies.get(options.cookie_name, []))), None)
@@ -271,7 +282,15 @@ def resolve_device(environ: Mapping[str, Any], options: DeviceIdOptions) -> Devi
         return DeviceState(from_js, "mixpanel-js", own != from_js, secure)
     if own:
         return DeviceState(own, "cookie", False, secure)
+    if not is_person(environ.get("HTTP_USER_AGENT")):
+        return DeviceState(None, "none", False, secure)
     return DeviceState(new_device_id(), "new", True, secure)
+
+
+def is_person(user_agent: object) -> bool:
+    """A browser's User-Agent, not a crawler's or a script's (otel_mixpanel.enrich.user_agent)."""
+    parsed = parse_user_agent(user_agent if isinstance(user_agent, str) else None)
+    return not (parsed.is_automated or parsed.is_bot)
 
 
 def cookie_header(options: DeviceIdOptions, device_id: str, secure_request: bool) -> str:
@@ -303,7 +322,8 @@ def _state_of(request: Any = None) -> DeviceState | None:
 
 
 def current_device_id(request: Any = None) -> str | None:
-    """The anonymous device id of the request being handled, or None outside the middleware.
+    """The anonymous device id of the request being handled, or None outside the middleware
+    and for clients that are given none (health checkers, scripts, crawlers).
 
     ``request`` may be a WSGI environ or ASGI scope, or a Flask, Django or Starlette/FastAPI
     request; without it the request whose handler is running is used.
@@ -324,7 +344,8 @@ def reset_device_id(request: Any = None) -> str:
         raise RuntimeError(
             "reset_device_id() was called outside a request handled by otel_mixpanel's web middleware"
         )
-    state.device_id = new_device_id()
+    device_id = new_device_id()
+    state.device_id = device_id
     state.source = "new"
     state.cookie_needed = True
-    return state.device_id
+    return device_id

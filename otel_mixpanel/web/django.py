@@ -20,7 +20,7 @@ from django.conf import settings
 from opentelemetry import context, trace
 
 from otel_mixpanel.jobs import attach_request
-from otel_mixpanel.web.attributes import record_request
+from otel_mixpanel.web.attributes import record_request, record_response_content_type
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
 from otel_mixpanel.web.js_cookie import announce_hybrid
@@ -69,7 +69,7 @@ class MixpanelMiddleware:
         meta = request.META
         state = resolve_device(meta, self.options)
         touch = resolve_first_touch(meta.get("HTTP_COOKIE"), meta.get("HTTP_REFERER"), meta.get("QUERY_STRING"),
-                                    self.options, may_set_cookie=state.cookie_needed or state.source != "new")
+                                    self.options, may_set_cookie=state.keeps_cookies)
         meta[ENVIRON_KEY] = state
         span = trace.get_current_span()
         if span.is_recording():
@@ -78,7 +78,9 @@ class MixpanelMiddleware:
         return state, touch
 
     def _after(self, request: Any, response: Any, state: DeviceState, touch: FirstTouchState | None) -> Any:
-        if state.cookie_needed:
+        # The request's span is still current: the instrumentation ends it after this middleware returns.
+        record_response_content_type(trace.get_current_span(), response.get("Content-Type"))
+        if state.cookie_needed and state.device_id:
             response.set_cookie(
                 self.options.cookie_name,
                 state.device_id,

@@ -74,7 +74,7 @@ def js_sdk_cookie(cookie_header: object, device: DeviceState, first_touch: First
     name = options.js_cookie
     if not options.write_js_cookie or name is None or name in parse_cookies(cookie_header):
         return None
-    if device.source == "new" and not device.cookie_needed:
+    if not device.keeps_cookies or device.device_id is None:
         return None
     reset = device.device_id != device.request_device_id
     for limit in _REFERRER_LIMITS:

@@ -13,15 +13,16 @@ import inspect
 from typing import Any, Callable, Iterable, Iterator
 
 from opentelemetry import context, trace
+from opentelemetry.trace import Span
 
 from otel_mixpanel.jobs import attach_request
-from otel_mixpanel.web.attributes import record_request
+from otel_mixpanel.web.attributes import content_type_of, record_request, record_response_content_type
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
 from otel_mixpanel.web.js_cookie import announce_hybrid
 from otel_mixpanel.web.response import response_cookies
 
-WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class MixpanelMiddleware:
@@ -36,20 +37,22 @@ class MixpanelMiddleware:
         self.options = DeviceIdOptions.build(**options)
         announce_hybrid(self.options)
 
-    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         state = resolve_device(environ, self.options)
         touch = resolve_first_touch(environ.get("HTTP_COOKIE"), environ.get("HTTP_REFERER"),
                                     environ.get("QUERY_STRING"), self.options,
-                                    may_set_cookie=state.cookie_needed or state.source != "new")
+                                    may_set_cookie=state.keeps_cookies)
         environ[ENVIRON_KEY] = state
-        recorded = _record_on_current_span(environ, state, touch)
+        span = _record_on_current_span(environ, state, touch)
 
-        def _start_response(status: str, headers: list, *exc_info: Any) -> Any:
-            nonlocal recorded
-            if not recorded:
-                recorded = _record_on_current_span(environ, state, touch)
-            if state.cookie_needed:
-                headers = [*headers, ("Set-Cookie", state.set_cookie_header(self.options))]
+        def _start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            nonlocal span
+            span = span or _record_on_current_span(environ, state, touch)
+            if span is not None:
+                record_response_content_type(span, content_type_of(headers))
+            device_cookie = state.set_cookie_header(self.options) if state.cookie_needed else None
+            if device_cookie:
+                headers = [*headers, ("Set-Cookie", device_cookie)]
             extra = response_cookies(environ.get("HTTP_COOKIE"), state, touch, self.options)
             if extra:
                 headers = [*headers, *(("Set-Cookie", cookie.header()) for cookie in extra)]
@@ -114,10 +117,12 @@ class _BodyWithDevice:
             _current.reset(token)
 
 
-def _record_on_current_span(environ: dict[str, Any], state: DeviceState, touch: FirstTouchState | None) -> bool:
+def _record_on_current_span(environ: dict[str, Any], state: DeviceState,
+                            touch: FirstTouchState | None) -> Span | None:
+    """The request's span, with the request recorded on it; None while there is none yet."""
     span = trace.get_current_span()
     if not span.is_recording():
-        return False
+        return None
     record_request(span, environ, state.request_device_id)
     record_first_touch(span, touch)
-    return True
+    return span
