@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.sampling import DEFAULT_ON, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from werkzeug.serving import make_server
 
-from conftest import IPHONE, quick_delivery, text_app
+from conftest import IPHONE, NAVIGATION, quick_delivery, text_app
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.sampling import (
     MixpanelSpanProcessor,
@@ -53,7 +53,7 @@ class SampledSite:
     def get(self, path: str, headers: dict[str, str] | None = None) -> int:
         connection = http.client.HTTPConnection("127.0.0.1", self.server.server_port, timeout=10)
         try:
-            connection.request("GET", path, headers={"User-Agent": IPHONE, **(headers or {})})
+            connection.request("GET", path, headers={"User-Agent": IPHONE, **NAVIGATION, **(headers or {})})
             response = connection.getresponse()
             response.read()
             return response.status
