@@ -184,7 +184,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     settings = load_settings(out)
     if settings is None:
         return EXIT_CONFIG
-    from otel_mixpanel.delivery.transport import Transport, Verdict, route_for
+    from otel_mixpanel.delivery.routes import route_for
+    from otel_mixpanel.delivery.transport import Transport, Verdict
 
     route = route_for(settings, "events")
     print(f"endpoint: {settings.endpoint}; events go to {route.path}", file=out)

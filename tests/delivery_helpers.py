@@ -19,10 +19,16 @@ API_SECRET = "secret-fedcba9876543210"
 
 
 class RecordingClock:
-    """A delivery clock whose waits are recorded and pass at once: tests assert the wait asked for."""
+    """A delivery clock that records each wait asked for; tests assert the wait instead of sleeping.
 
-    def __init__(self) -> None:
+    By default a wait passes at once (the clock moves on by it). With ``real_waits`` it is waited
+    out for real, interruptibly, and ``waiting`` is set once a wait has begun.
+    """
+
+    def __init__(self, real_waits: bool = False) -> None:
         self.waits: list[float] = []
+        self.waiting = threading.Event()
+        self._real_waits = real_waits
         self._offset = 0.0
         self._lock = threading.Lock()
 
@@ -33,7 +39,11 @@ class RecordingClock:
     def sleep(self, interrupt: threading.Event, seconds: float) -> None:
         with self._lock:
             self.waits.append(seconds)
-            self._offset += seconds
+            if not self._real_waits:
+                self._offset += seconds
+        self.waiting.set()
+        if self._real_waits:
+            interrupt.wait(seconds)
 
 
 def fast_settings(server_url: str, spool_dir: str, **overrides: Any) -> Settings:

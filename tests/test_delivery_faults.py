@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from otel_mixpanel.delivery import create_sender
+from otel_mixpanel.delivery import MixpanelSender, create_sender
 from otel_mixpanel.testing.ingest_server import Fault, IngestServer
 
-from delivery_helpers import API_SECRET, assert_exactly_once, event, fast_settings, insert_ids, messages
+from delivery_helpers import API_SECRET, RecordingClock, assert_exactly_once, event, fast_settings, insert_ids, messages
 
 
 @pytest.mark.parametrize(
@@ -188,17 +188,18 @@ def test_shutdown_respects_its_deadline_against_a_hanging_server(server, make_se
     assert again.spool.pending()[0] == 4
 
 
-def test_shutdown_wakes_a_sleeping_retry(server, make_sender):
+@pytest.mark.parametrize("spool", ["sqlite", "memory"])
+def test_shutdown_wakes_a_sleeping_retry(server, tmp_path, spool):
     server.fail_next(Fault("status", 429, retry_after=30))
-    sender = make_sender()
+    clock = RecordingClock(real_waits=True)
+    sender = MixpanelSender(fast_settings(server.url, tmp_path, spool=spool), clock=clock)
     sender.send_many(messages(2))
-    deadline = time.monotonic() + 5
-    while not server.requests and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # answered 429: now sleeping 30 s before the retry
+    assert clock.waiting.wait(5)  # answered 429: now sleeping 30 s before the retry
     started = time.monotonic()
     sender.shutdown(timeout_millis=2000)
+    # A durable spool ends at once; the memory spool's retry would end past the deadline, so is not made.
     assert time.monotonic() - started < 0.5
+    assert clock.waits == [pytest.approx(30.0, abs=0.5)] and sender.stats.sent == 0
 
 
 def test_flush_returns_false_at_its_deadline_when_the_network_is_gone(make_sender):

@@ -12,7 +12,8 @@ import mixpanel
 import pytest
 
 from otel_mixpanel.delivery import MixpanelSender, create_sender
-from otel_mixpanel.delivery.transport import Transport, Verdict, route_for
+from otel_mixpanel.delivery.routes import route_for
+from otel_mixpanel.delivery.transport import Transport, Verdict
 from otel_mixpanel.delivery.workers import CONCURRENT_REQUESTS, RECHECK_S
 from otel_mixpanel.testing.ingest_server import Fault, IngestServer
 
@@ -240,3 +241,15 @@ def test_retry_after_is_the_wait_asked_for(server, tmp_path):
         sender.shutdown(timeout_millis=500)
     assert clock.waits == [pytest.approx(30.0, abs=0.5)]
     assert [r.answered for r in server.requests] == [429, 200]
+
+
+def test_the_development_printer_takes_the_same_content_and_prints_valid_json(capsys, tmp_path):
+    printer = create_sender(fast_settings("http://127.0.0.1:9", tmp_path, output="console"))
+    mp = mixpanel.Mixpanel(TOKEN, consumer=printer)
+    mp.track("user-1", "Odd", {"broken": "a\ud800b", "nan": float("nan")})
+    printer.send("events", "[1]")  # skipped with a warning, not raised
+    [line] = capsys.readouterr().err.splitlines()
+    printed = _strict_json(line)
+    assert printed["path"] == "/import"
+    assert printed["record"]["properties"]["broken"] == "a\ufffdb" and printed["record"]["properties"]["nan"] is None
+    assert printed["record"]["properties"]["token"] == "***"

@@ -8,7 +8,8 @@ import pytest
 
 from otel_mixpanel.delivery.pacing import Backoff
 from otel_mixpanel.delivery.spool import Spool
-from otel_mixpanel.delivery.transport import Verdict, classify, route_for, split_by_size
+from otel_mixpanel.delivery.routes import route_for
+from otel_mixpanel.delivery.transport import Verdict, classify, split_by_size
 
 from delivery_helpers import fast_settings
 

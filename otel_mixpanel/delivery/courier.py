@@ -26,7 +26,8 @@ from otel_mixpanel.config import ENV_PREFIX, Settings
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.pacing import Backoff, Pacing
 from otel_mixpanel.delivery.spool import Record, Spool
-from otel_mixpanel.delivery.transport import Outcome, Route, Verdict, request_size, route_for, split_by_size
+from otel_mixpanel.delivery.routes import Route, route_for
+from otel_mixpanel.delivery.transport import Outcome, Verdict, request_size, split_by_size
 from otel_mixpanel.delivery.troubles import Tally, Troubles, logger
 from otel_mixpanel.delivery.workers import Worker
 

@@ -9,14 +9,18 @@ token masked. Nothing is spooled, no thread is started, no credentials are neede
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from typing import Any, Iterable, Protocol, TextIO
 
 from otel_mixpanel.config import ENV_PREFIX, OUTPUT_CONSOLE, OUTPUT_FILE_PREFIX, ConfigError, Settings
+from otel_mixpanel.delivery.consumer import BadMessage, records_from
+from otel_mixpanel.delivery.endpoints import Endpoint
+from otel_mixpanel.delivery.routes import route_for
 
-# The Mixpanel API path each consumer endpoint's records go to ("events" depends on the credentials).
-_PATHS = {"imports": "/import", "people": "/engage", "groups": "/groups"}
+logger = logging.getLogger("otel_mixpanel.delivery")
+
 _MASK = "***"
 
 
@@ -36,7 +40,8 @@ class PrintingSender:
     """A Mixpanel consumer (``send``/``flush``) that writes each record as a JSON line instead of sending it."""
 
     def __init__(self, settings: Settings) -> None:
-        self._events_path = "/import" if settings.uses_import else "/track"
+        # The Mixpanel API path each endpoint's records would go to with these credentials.
+        self._paths = {endpoint: route_for(settings, endpoint).path for endpoint in Endpoint}
         self._token = settings.token
         self._lock = threading.Lock()
         self._target = settings.output
@@ -57,7 +62,16 @@ class PrintingSender:
         self.send_many([(endpoint, json_message)])
 
     def send_many(self, messages: Iterable[tuple[str, str]], *, prevalidated: bool = False) -> None:
-        lines = [self._line(endpoint, record) for endpoint, message in messages for record in _records(message)]
+        """Print each record as the delivering sender would spool it (see ``consumer``); never raises for content."""
+        lines: list[str] = []
+        for name, message in messages:
+            endpoint = Endpoint.named(name)
+            try:
+                bodies = records_from(endpoint, message)
+            except BadMessage as error:
+                logger.warning("Mixpanel output: a message that could never be delivered is skipped (%s)", error)
+                continue
+            lines.extend(self._line(self._paths[endpoint], json.loads(body)) for body in bodies)
         if not lines:
             return
         with self._lock:
@@ -67,8 +81,7 @@ class PrintingSender:
             stream.write("".join(lines))
             stream.flush()
 
-    def _line(self, endpoint: str, record: dict[str, Any]) -> str:
-        path = self._events_path if endpoint == "events" else _PATHS.get(endpoint, "/" + endpoint)
+    def _line(self, path: str, record: dict[str, Any]) -> str:
         return json.dumps({"path": path, "record": self._masked(record)}, ensure_ascii=False) + "\n"
 
     def _masked(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +135,3 @@ def _open_file(output: str) -> TextIO:
         raise ConfigError(f"{ENV_PREFIX}OUTPUT={output!r}: cannot open the file for appending ({error.strerror})") \
             from None
 
-
-def _records(message: str) -> list[dict[str, Any]]:
-    parsed = json.loads(message)
-    items = parsed if isinstance(parsed, list) else [parsed]
-    if not all(isinstance(item, dict) for item in items):
-        raise ValueError("a Mixpanel message must be a JSON object or an array of objects")
-    return items
