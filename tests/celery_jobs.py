@@ -28,6 +28,8 @@ def set_up_tracing(**_: object) -> None:
     from otel_mixpanel import MixpanelSpanExporter
     from otel_mixpanel.sampling import MixpanelSpanProcessor
 
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return  # opentelemetry-instrument has set tracing up, the Celery instrumentation included
     provider = TracerProvider()
     provider.add_span_processor(MixpanelSpanProcessor(MixpanelSpanExporter()))
     trace.set_tracer_provider(provider)
@@ -46,7 +48,7 @@ def send_receipt(order_id: str) -> str:
 
 
 @app.task
-def nightly_report() -> None:
+def nightly_report(run: str) -> None:
     # Not tied to a request: the job says who its events belong to.
     trace.get_current_span().set_attribute("enduser.id", "reporting-bot")
-    otel_mixpanel.track("Report Built", {"rows": 3})
+    otel_mixpanel.track("Report Built", {"rows": 3, "run": run})

@@ -72,9 +72,13 @@ def jobs_ingest() -> Iterator[IngestServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def worker(broker: str, jobs_ingest: IngestServer) -> Iterator[None]:
-    """``celery worker`` for tests/celery_jobs.py, exporting to the ingestion server."""
+@pytest.fixture(scope="module", params=["code", "opentelemetry-instrument"])
+def worker(request: pytest.FixtureRequest, broker: str, jobs_ingest: IngestServer) -> Iterator[str]:
+    """``celery worker`` for tests/celery_jobs.py, exporting to the ingestion server.
+
+    Tracing is set up by the worker's own code, or by ``opentelemetry-instrument`` with
+    the exporter chosen by name (otel-mixpanel's post-instrument hook adds the processor).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update({"CELERY_BROKER_URL": broker, "PYTHONPATH": str(TESTS), "PYTHONUNBUFFERED": "1",
                 "OTEL_EXPORTER_MIXPANEL_TOKEN": "test-token", "OTEL_EXPORTER_MIXPANEL_ENDPOINT": jobs_ingest.url,
@@ -82,6 +86,9 @@ def worker(broker: str, jobs_ingest: IngestServer) -> Iterator[None]:
                 "OTEL_EXPORTER_MIXPANEL_SCHEDULE_DELAY": "50"})
     command = [sys.executable, "-m", "celery", "-A", "celery_jobs", "worker", "--pool=solo", "--loglevel=INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if request.param == "opentelemetry-instrument":
+        env.update({"OTEL_TRACES_EXPORTER": "mixpanel", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"})
+        command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), *command]
     process = subprocess.Popen(command, env=env, cwd=TESTS, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -97,7 +104,7 @@ def worker(broker: str, jobs_ingest: IngestServer) -> Iterator[None]:
         deadline = time.monotonic() + 60
         while "ready." not in (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))):
             pass
-        yield
+        yield request.param
     except queue.Empty:
         pytest.fail("the celery worker did not start:\n" + "".join(output))
     finally:
@@ -153,7 +160,7 @@ def test_a_job_enqueued_by_a_request_carries_its_user_and_device(site, jobs_inge
 
     def checkout(environ: dict, start_response: Any) -> list[bytes]:
         otel_mixpanel.identify("user-9")
-        jobs.send_receipt.delay("order-77")
+        jobs.send_receipt.delay(f"order-77 {worker}")
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>thanks</html>"]
 
@@ -163,15 +170,15 @@ def test_a_job_enqueued_by_a_request_carries_its_user_and_device(site, jobs_inge
                                                       # A client cannot choose the user its jobs run for.
                                                       "baggage": f"{USER_KEY}=admin,{DEVICE_KEY}=forged"})
     assert status == 200
-    properties = job_event(jobs_ingest, "Receipt Sent", order_id="order-77")["properties"]
-    assert (properties["$device_id"], properties["$user_id"], properties["order_id"]) == (DEVICE, "user-9", "order-77")
+    properties = job_event(jobs_ingest, "Receipt Sent", order_id=f"order-77 {worker}")["properties"]
+    assert (properties["$device_id"], properties["$user_id"], properties["order_id"]) == (DEVICE, "user-9", f"order-77 {worker}")
 
 
 def test_a_job_of_an_anonymous_visit_carries_the_device_only(site, jobs_ingest, worker, producer, instrumentor):
     jobs = producer
 
     def newsletter(environ: dict, start_response: Any) -> list[bytes]:
-        jobs.send_receipt.delay("newsletter")
+        jobs.send_receipt.delay(f"newsletter {worker}")
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>subscribed</html>"]
 
@@ -180,15 +187,15 @@ def test_a_job_of_an_anonymous_visit_carries_the_device_only(site, jobs_ingest, 
     status, _, _ = web.request("/subscribe", headers={"Cookie": f"otel_mp_device_id={DEVICE}",
                                                        "baggage": f"{USER_KEY}=admin"})
     assert status == 200
-    receipt = job_event(jobs_ingest, "Receipt Sent", order_id="newsletter")
+    receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"newsletter {worker}")
     assert receipt["properties"]["$device_id"] == DEVICE
     assert "$user_id" not in receipt["properties"]
 
 
 def test_a_job_not_tied_to_a_request_has_the_identity_its_span_gives(jobs_ingest, worker, producer, instrumentor):
     instrumentor.instrument()
-    producer.nightly_report.delay()
-    report = job_event(jobs_ingest, "Report Built")
+    producer.nightly_report.delay(worker)
+    report = job_event(jobs_ingest, "Report Built", run=worker)
     assert report["properties"]["$user_id"] == "reporting-bot" and "$device_id" not in report["properties"]
 
 
