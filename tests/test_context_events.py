@@ -11,7 +11,7 @@ import otel_mixpanel
 from otel_mixpanel.assembly import TraceAssembler
 from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext, build_context
-from otel_mixpanel.events import EVENTS, EventBuilder, Message
+from otel_mixpanel.events import EVENTS, PROFILES, EventBuilder, Message
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
           "Version/17.1 Mobile/15E148 Safari/604.1")
@@ -85,6 +85,22 @@ def test_login_under_original_id_merge_sends_identify_and_simplified_does_not():
     _, simplified = _convert(REQUEST, login)
     assert not [m for m in simplified if m.endpoint == EVENTS and m.body["event"] == "$identify"]
     assert all(m.body["properties"]["$user_id"] == "user-7" for m in simplified if m.endpoint == EVENTS)
+
+
+def test_profile_updates_only_for_known_users():
+    _, anonymous = _convert(REQUEST, lambda: otel_mixpanel.set_profile({"plan": "pro"}))
+    assert not [m for m in anonymous if m.endpoint == PROFILES]
+
+    def known() -> None:
+        otel_mixpanel.set_user("user-7")
+        otel_mixpanel.set_profile({"plan": "pro"})
+
+    _, identified = _convert(REQUEST, known)
+    [update] = [m.body for m in identified if m.endpoint == PROFILES and "$set" in m.body]
+    assert update["$distinct_id"] == "user-7" and update["$set"] == {"plan": "pro"}
+    _, opted_in = _convert(REQUEST, lambda: otel_mixpanel.set_profile({"plan": "pro"}), anonymous_profiles=True)
+    [anonymous_update] = [m.body for m in opted_in if m.endpoint == PROFILES]
+    assert anonymous_update["$distinct_id"] == "$device:6f1c9b8e-2d4a-4c1e-9f3b-7a5d2e8c1b40"
 
 
 def test_crawlers_send_nothing_unless_asked():
