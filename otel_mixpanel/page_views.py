@@ -18,7 +18,6 @@ from functools import lru_cache
 from otel_mixpanel.config import Settings
 from otel_mixpanel.spans import HttpFacts
 
-DOCUMENT = "document"
 ANY_GET = "any-get"
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 MAX_ACCEPT_CHARS = 1024

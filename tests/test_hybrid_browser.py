@@ -6,7 +6,8 @@ tags; the page runs mixpanel-browser 2.83.0, whose api_host is the local Mixpane
 Everything is on loopback. Checked: the SDK starts on the server's device id and keeps the
 server's first touch, the first page's server and SDK events are one user, and each page
 view is counted once. Without ``write_js_cookie`` the SDK starts on an id of its own, which
-is what the option exists to prevent.
+is what the option exists to prevent. And Chromium's own request headers make its page load one
+page view, its ``fetch()`` and its iframe none.
 
 Not in the default run (CI has neither Chromium nor node). Run it with::
 
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator
 import flask
 import pytest
 
-from otel_mixpanel.web import current_device_id, identify
+from otel_mixpanel.web import current_device_id, identify, track
 from otel_mixpanel.web.flask import MixpanelFlask
 
 from conftest import Site
@@ -213,3 +214,38 @@ def test_without_write_js_cookie_the_first_page_splits_into_two_users(
     assert first["device_id"] != first["server"]
     events = events_by_library(site, ingest, 2)
     assert len({e["properties"]["distinct_id"] for e in events}) == 2
+
+
+def test_a_real_browser_load_is_one_page_view_and_its_fetch_and_frame_none(
+        site_factory: Callable[..., Site], ingest: Any, chromium: str, tmp_path: Path) -> None:
+    """Chromium's own Sec-Fetch-* and Accept headers, as the web middleware alone records them."""
+    app = flask.Flask(__name__)
+
+    @app.get("/")
+    def page() -> str:
+        return """<!doctype html><html><body><pre id="server"></pre><pre id="sdk">pending</pre>
+<iframe src="/widget"></iframe>
+<script>
+fetch("/api/cart").then((r) => r.json()).then((cart) => {
+  document.getElementById("sdk").textContent = JSON.stringify({items: cart.items.length});
+});
+</script></body></html>"""
+
+    @app.get("/widget")
+    def widget() -> str:
+        return "<!doctype html><p>A widget</p>"
+
+    @app.get("/api/cart")
+    def cart() -> dict[str, Any]:
+        track("Cart Viewed")
+        return {"items": []}
+
+    MixpanelFlask(app)
+    site = site_factory(app, token=TOKEN, events_api="track", capture_navigation=False)
+    assert visit(chromium, tmp_path / "profile", f"http://127.0.0.1:{site.port}/")["items"] == 0
+    site.flush()
+    events = ingest.wait_for(2, timeout=20)
+    assert sorted(e["event"] for e in events) == [PAGE_VIEW, "Cart Viewed"], events
+    view = next(e["properties"] for e in events if e["event"] == PAGE_VIEW)
+    assert view["current_url_path"] == "/"
+    assert {e["properties"]["$device_id"] for e in events} == {view["$device_id"]}
