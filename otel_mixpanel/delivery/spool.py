@@ -6,6 +6,11 @@ of their own) in an ``IMMEDIATE`` transaction, so two processes sharing a spool 
 never hold the same row; a row whose lease has expired, or whose owner process on this
 host is gone, can be claimed again. Rows are deleted only once Mixpanel has taken them (or refused them
 for good). The in-memory mode is the same code over a private ``:memory:`` database.
+
+A spool survives its file's troubles: a full disk (what cannot be written is kept in memory
+meanwhile, see ``disk_full``), a corrupt file (moved aside, readable rows salvaged into a new
+one, see ``spool_files``), and it takes over the records its application spooled under
+credentials Mixpanel refused (see ``adoption``). The SQL itself is in ``spool_db``.
 """
 
 from __future__ import annotations
@@ -186,18 +191,14 @@ class Spool:
         stored = read_meta(db)
         changed = {key: value for key, value in identity.values().items() if stored.get(key) != value}
         if changed:
-            with self._writing:
-                self._best_effort_write(db, changed)
+            self._best_effort_write(db, changed)
 
     def _best_effort_write(self, db: sqlite3.Connection, values: dict[str, str]) -> None:
         """Write meta values; a spool that cannot take the write (a full disk) goes on without them."""
         try:
-            db.execute("BEGIN IMMEDIATE")
-            write_meta(db, values)
-            db.execute("COMMIT")
+            with self._write(db):
+                write_meta(db, values)
         except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             logger.debug("Mixpanel spool %r: could not note %s (%s)", self.path, sorted(values), error)
 
     def note_error(self, message: str, credentials: bool = False) -> None:
