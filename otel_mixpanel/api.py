@@ -117,11 +117,11 @@ def _carry_to_jobs(user: str) -> None:
     Only inside a request handled by the web middleware, whose context ends with the
     request: elsewhere (in a job, say) the entry would outlive the code that set it.
     """
-    from otel_mixpanel.web.device_id import current_device_id
+    from otel_mixpanel.web.device_id import _current
 
-    device_id = current_device_id()
-    if device_id:
-        jobs.carry_user(user, device_id)
+    state = _current.get()
+    if state is not None and state.device_id and state.ids_in_baggage:
+        jobs.carry_user(user, state.device_id)
 
 
 def set_profile(properties: Mapping[str, Any]) -> None:

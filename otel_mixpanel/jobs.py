@@ -11,12 +11,14 @@ the worker extracts them and starts the task's CONSUMER span with them). So:
   copies those entries onto each CONSUMER span as ``enduser.pseudo.id`` / ``enduser.id``,
   where the exporter reads identity, unless the job set them itself.
 
-Only the two ids travel, under the keys below. See docs/identity.md.
+Only the two ids travel, under the keys below; the middleware's ``ids_in_baggage=False``
+keeps them out of the baggage (client-sent entries are still removed). See docs/identity.md.
 """
 
 from __future__ import annotations
 
 from contextvars import Token
+from typing import TYPE_CHECKING
 
 from opentelemetry import baggage, context
 from opentelemetry.context import Context
@@ -25,6 +27,9 @@ from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDU
 from opentelemetry.trace import SpanKind
 
 from otel_mixpanel.spans import identity_text
+
+if TYPE_CHECKING:
+    from otel_mixpanel.web.device_id import DeviceIdOptions, DeviceState
 
 DEVICE_KEY = "otel_mixpanel.device_id"
 USER_KEY = "otel_mixpanel.user_id"
@@ -37,6 +42,12 @@ def request_context(device_id: str | None) -> Context:
     if device_id:
         return baggage.set_baggage(DEVICE_KEY, device_id, context=ctx)
     return baggage.remove_baggage(DEVICE_KEY, context=ctx)
+
+
+def baggage_ids(state: DeviceState, options: DeviceIdOptions) -> str | None:
+    """The device id the request puts in the baggage: none when the ``ids_in_baggage`` option is off."""
+    state.ids_in_baggage = options.ids_in_baggage
+    return state.device_id if options.ids_in_baggage else None
 
 
 def attach_request(device_id: str | None) -> Token[Context]:

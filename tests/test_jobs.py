@@ -208,3 +208,22 @@ def test_the_request_context_holds_ids_only_and_drops_what_the_client_sent():
         context.detach(token)
     assert baggage.get_all(ctx) == {"cart": "3", DEVICE_KEY: DEVICE}
     assert trace.get_current_span(ctx) is trace.get_current_span(forged)
+
+
+def test_ids_stay_out_of_the_baggage_when_the_option_says_so(site, jobs_ingest, worker, producer, instrumentor):
+    jobs = producer
+
+    def checkout(environ: dict, start_response: Any) -> list[bytes]:
+        otel_mixpanel.identify("user-4")
+        assert baggage.get_all() == {}
+        jobs.send_receipt.delay(f"private {worker}")
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<html>thanks</html>"]
+
+    web = site(MixpanelMiddleware(checkout, ids_in_baggage=False))
+    instrumentor.instrument(tracer_provider=web.provider)
+    status, _, _ = web.request("/checkout", headers={"Cookie": f"otel_mp_device_id={DEVICE}",
+                                                     "baggage": f"{USER_KEY}=admin"})
+    assert status == 200
+    receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"private {worker}")
+    assert "$device_id" not in receipt["properties"] and "$user_id" not in receipt["properties"]

@@ -75,6 +75,7 @@ class DeviceIdOptions:
     first_touch_cookie_name: str = DEFAULT_FIRST_TOUCH_COOKIE_NAME
     write_js_cookie: bool = False
     js_tracks_page_views: bool | None = None
+    ids_in_baggage: bool = True
 
     @classmethod
     def build(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DeviceIdOptions:
@@ -153,6 +154,8 @@ class DeviceState:
     cookie_needed: bool
     secure_request: bool
     request_device_id: str | None = None
+    # Whether the request's ids go in the OpenTelemetry baggage, for the jobs it enqueues (otel_mixpanel.jobs).
+    ids_in_baggage: bool = True
 
     def __post_init__(self) -> None:
         self.request_device_id = self.request_device_id or self.device_id
