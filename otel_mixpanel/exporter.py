@@ -32,6 +32,7 @@ from otel_mixpanel.context import build_context
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
+from otel_mixpanel.page_views import UNRECORDED_HEADERS_ADVICE, headers_unrecorded
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -155,8 +156,11 @@ class MixpanelSpanExporter(SpanExporter):
     def _messages(self, trace: LocalTrace) -> list[Message]:
         context = build_context(trace, self._settings, self._sensitive)
         messages = list(self._builder.messages(trace, context))
-        if messages and not context.device_id and not context.user_id:
+        # Automated clients (health checkers, scripts) are given no device id on purpose.
+        if messages and not context.device_id and not context.user_id and not context.is_automated:
             self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))
+        if headers_unrecorded(context.http, context.is_automated, self._settings):
+            self._warn_once("page-view-headers", UNRECORDED_HEADERS_ADVICE)
         return messages
 
     def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:

@@ -21,6 +21,13 @@ from otel_mixpanel.spans import HttpFacts
 ANY_GET = "any-get"
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 MAX_ACCEPT_CHARS = 1024
+UNRECORDED_HEADERS_ADVICE = (
+    "Page views: a browser's GET reached the exporter with none of Accept, Sec-Fetch-Dest or "
+    "Sec-Fetch-Mode on its server span, so it cannot be told from an API call and no page view is sent. "
+    "Add otel_mixpanel.web's middleware, which records them, or capture them with "
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=accept,sec-fetch-dest,sec-fetch-mode; "
+    "OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_DETECTION=any-get counts every successful GET instead."
+)
 
 
 def is_page_view(http: HttpFacts | None, is_automated: bool, settings: Settings) -> bool:
@@ -36,6 +43,17 @@ def is_page_view(http: HttpFacts | None, is_automated: bool, settings: Settings)
     if not _admitted_path(http.path, settings):
         return False
     return settings.page_view_detection == ANY_GET or is_document_load(http)
+
+
+def headers_unrecorded(http: HttpFacts | None, is_automated: bool, settings: Settings) -> bool:
+    """A person's GET whose span carries none of the headers the decision reads.
+
+    Every browser sends ``Accept`` with each request, so its absence means that nothing
+    recorded it (no web middleware, no header capture): the set-up, not the request, is at fault.
+    """
+    return (settings.page_views and settings.page_view_detection != ANY_GET and http is not None
+            and not is_automated and http.method == "GET"
+            and http.accept is None and http.fetch_dest is None and http.fetch_mode is None)
 
 
 def is_document_load(http: HttpFacts) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 
 import pytest
@@ -377,3 +378,26 @@ def test_accept_prefers_html_only_when_nothing_named_is_preferred(accept, html):
 @given(st.text(max_size=3000))
 def test_any_accept_header_is_read_without_error(accept):
     assert prefers_html(accept) in (True, False)
+
+
+def test_a_set_up_that_records_no_request_headers_is_warned_about_once(site_factory, ingest, caplog):
+    site = site_factory(shop_app, capture_navigation=False)
+    with caplog.at_level(logging.WARNING, logger="otel_mixpanel"):
+        for _ in range(3):
+            site.request("/products", headers={"User-Agent": IPHONE})
+        site.flush()
+    [warning] = [r.getMessage() for r in caplog.records if "Page views:" in r.getMessage()]
+    assert "otel_mixpanel.web" in warning and "accept,sec-fetch-dest,sec-fetch-mode" in warning
+    assert page_views(ingest) == [] and len(looked(ingest)) == 3
+
+
+@pytest.mark.parametrize("user_agent", [IPHONE, "kube-probe/1.29"])
+def test_no_set_up_warning_where_the_headers_are_recorded_or_no_person_is_there(site_factory, ingest, caplog,
+                                                                               user_agent):
+    site = web_site(site_factory)
+    with caplog.at_level(logging.WARNING, logger="otel_mixpanel"):
+        site.request("/api/cart", headers={"User-Agent": user_agent, "Accept": "application/json"}, navigation=False)
+        site.flush()
+    assert len(looked(ingest)) == 1
+    # A probe has no device id by design: neither warning applies to it.
+    assert not [r for r in caplog.records if "Page views:" in r.getMessage() or "without a user" in r.getMessage()]
