@@ -220,10 +220,6 @@ class Spool:
         with self._use() as db:
             self._best_effort_write(db, {MOVED_TO: os.path.basename(target), MOVED_AT: f"{time.time():.3f}"})
 
-    def meta(self) -> dict[str, str]:
-        with self._use() as db:
-            return read_meta(db)
-
     def _channels(self) -> list[Connection]:
         return [self._main] if self._intake is self._main else [self._main, self._intake]
 
@@ -283,13 +279,15 @@ class Spool:
                 return  # another process sharing the spool moved it aside already
             moved = move_aside(self.path)
         rescued = salvage(moved, frozenset(CONSUMER_ENDPOINTS))
-        kept = self.put_rows(rescued.rows)
+        dropped = self.put_rows(rescued.rows)
         if rescued.rows:
-            lost = "" if rescued.spooled is None else f"; {max(0, rescued.spooled - len(rescued.rows))} could not and are lost"
+            unread = None if rescued.spooled is None else max(0, rescued.spooled - len(rescued.rows))
             logger.warning(
                 "Mixpanel spool %r is corrupt (%s): moved it to %r and started a new spool; %d records could be "
-                "read and are in the new spool (%d kept within its bounds)%s",
-                self.path, error, os.path.basename(moved), len(rescued.rows), kept, lost,
+                "read and were put in the new spool%s%s",
+                self.path, error, os.path.basename(moved), len(rescued.rows),
+                f" ({dropped} oldest dropped to keep it within its bounds)" if dropped else "",
+                "" if unread is None else f"; {unread} could not and are lost",
             )
         else:
             held = "an unknown number of" if rescued.spooled is None else str(rescued.spooled)
@@ -300,7 +298,8 @@ class Spool:
             )
 
     def put_rows(self, rows: Sequence[tuple[str, str, float]]) -> int:
-        """Spool rows with the time they were first spooled; return how many the bounds kept."""
+        """Spool ``(endpoint, body, created)`` rows with the time they were first spooled; return how
+        many old records were dropped to fit, as ``put_many`` does."""
         dropped = 0
         for first in range(0, len(rows), INSERT_ROWS):
             chunk = rows[first:first + INSERT_ROWS]
@@ -310,7 +309,7 @@ class Spool:
                     [(endpoint, body, len(body.encode()), created) for endpoint, body, created in chunk],
                 )
                 dropped += self._enforce_bounds(db)
-        return len(rows) - dropped
+        return dropped
 
     @_recovering
     def put_many(self, items: Sequence[tuple[str, str]]) -> int:

@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from opentelemetry.sdk.resources import Resource
+
 from otel_mixpanel.config import Settings
 
 META_SCHEMA = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
@@ -62,8 +64,6 @@ def project_digest(settings: Settings) -> str:
 def application_digest() -> str:
     """This application on this host: its OpenTelemetry ``service.name`` when one is set in the
     environment, else its working directory and command line. It survives fixing a credential."""
-    from opentelemetry.sdk.resources import Resource
-
     service = str(Resource.create().attributes.get("service.name", ""))
     if service and not service.startswith("unknown_service"):
         parts = ["service", service]
