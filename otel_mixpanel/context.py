@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
-from otel_mixpanel.enrich.campaign import campaign_properties
+from otel_mixpanel.enrich.campaign import query_campaign_properties
 from otel_mixpanel.enrich.client_ip import anonymise, proxied_request
 from otel_mixpanel.enrich.first_touch import NO_FIRST_TOUCH, REFERRER_ATTRIBUTE, FirstTouchProperties, read_first_touch
 from otel_mixpanel.enrich.referrer import referrer_properties
-from otel_mixpanel.enrich.url import page_properties, query_pairs
+from otel_mixpanel.enrich.url import page_properties
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_properties
 from otel_mixpanel.span_reads import ended_span_attributes
@@ -106,7 +106,7 @@ def _page(scheme: str | None, host: str | None, path: str | None, query: str | N
           sensitive: frozenset[str]) -> _Page:
     """The campaign and ``$current_url`` (on every event) and the page view's own properties."""
     page = page_properties(scheme, host, path, query, sensitive)
-    every_event = campaign_properties(query_pairs(query))
+    every_event = query_campaign_properties(query)
     if "$current_url" in page:
         every_event["$current_url"] = page["$current_url"]
     return _Page(safe_properties(every_event), safe_properties(page))

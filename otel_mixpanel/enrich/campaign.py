@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from otel_mixpanel.enrich.url import query_pairs
 
 CAMPAIGN_PARAMETERS = (
     "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "utm_id",
@@ -22,3 +25,16 @@ def campaign_properties(query_pairs: list[tuple[str, str]]) -> dict[str, Any]:
         if key in MARKETING_PARAMETERS and value and key not in properties:
             properties[key] = value
     return properties
+
+
+# Any marketing parameter's name, anywhere in a query's text, in any case (a superset of what
+# campaign_properties picks once the query is decoded, as long as nothing in it is %-escaped).
+_MARKETING_NAME = re.compile("|".join(sorted(MARKETING_PARAMETERS)), re.IGNORECASE)
+
+
+def query_campaign_properties(query: str | None) -> dict[str, Any]:
+    """``campaign_properties`` of a raw query string. Most queries (searches, pages, API arguments)
+    name no marketing parameter; those are answered without parsing, which costs far more."""
+    if not query or ("%" not in query and _MARKETING_NAME.search(query) is None):
+        return {}
+    return campaign_properties(query_pairs(query))

@@ -18,8 +18,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
-from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, campaign_properties
-from otel_mixpanel.enrich.url import query_pairs, redact_url
+from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, query_campaign_properties
+from otel_mixpanel.enrich.url import redact_url
 from otel_mixpanel.limits import safe_properties
 
 MIXPANEL_JS_VERSION = "2.83.0"
@@ -50,7 +50,7 @@ def initial_referrer(referrer: str | None) -> tuple[str, str]:
 
 def initial_utm(query: str | None) -> dict[str, str | None]:
     """The page's UTM parameters as ``initial_utm_*``, all ten (None where missing), or {} when it has none."""
-    found = campaign_properties(query_pairs(query))
+    found = query_campaign_properties(query)
     if not any(name in found for name in CAMPAIGN_PARAMETERS):
         return {}
     return {INITIAL_UTM_PREFIX + name: found.get(name) for name in CAMPAIGN_PARAMETERS}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "redacted"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+# A path made only of characters quote() keeps as they are (its always-safe ones and _PATH_SAFE).
+_QUOTED_PATH = re.compile(r"[A-Za-z0-9_.\-~/%:@!$&'()*+,;=]*")
 
 
 def query_pairs(query: str | None) -> list[tuple[str, str]]:
@@ -19,14 +24,29 @@ def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
     """The query with every sensitive parameter's value replaced, order and the rest kept."""
     if not query:
         return ""
-    lowered = query.lower()
-    if not any(name in lowered for name in sensitive):
+    names = _any_of(sensitive)
+    if names is None or names.search(query.lower()) is None:
         # No sensitive name anywhere in the text: nothing to redact, and no parsing to pay for.
         return query
     pairs = query_pairs(query)
     if not any(name.lower() in sensitive for name, _ in pairs):
         return query or ""
     return urlencode([(name, REDACTED if name.lower() in sensitive else value) for name, value in pairs])
+
+
+@lru_cache(maxsize=16)
+def _any_of(names: frozenset[str]) -> re.Pattern[str] | None:
+    """One search for any of ``names`` anywhere in a text: a query is checked for every request."""
+    if not names:
+        return None
+    return re.compile("|".join(re.escape(name) for name in sorted(names)))
+
+
+def join_url(scheme: str, netloc: str, path: str, query: str) -> str:
+    """``urlunsplit((scheme, netloc, path, query, ""))``, without its cost in the usual shape."""
+    if scheme and netloc and (not path or path[0] == "/"):
+        return f"{scheme}://{netloc}{path}?{query}" if query else f"{scheme}://{netloc}{path}"
+    return urlunsplit((scheme, netloc, path, query, ""))
 
 
 def redact_url(address: str, sensitive: frozenset[str]) -> str | None:
@@ -40,7 +60,7 @@ def redact_url(address: str, sensitive: frozenset[str]) -> str | None:
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc += f":{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query, sensitive), ""))
+    return join_url(parts.scheme, netloc, parts.path, redact_query(parts.query, sensitive))
 
 
 def split_host(host: str | None) -> tuple[str | None, str | None]:
@@ -64,12 +84,12 @@ def page_properties(scheme: str | None, host: str | None, path: str | None, quer
     domain, port = split_host(host)
     search = redact_query(query, sensitive)
     if path is not None:
-        safe_path = quote(path, safe="/%:@!$&'()*+,;=-._~")
+        safe_path = path if _QUOTED_PATH.fullmatch(path) else quote(path, safe=_PATH_SAFE)
         if domain:
             netloc = f"[{domain}]" if ":" in domain else domain
             if port and port != _DEFAULT_PORTS.get(scheme):
                 netloc += f":{port}"
-            properties["$current_url"] = urlunsplit((scheme, netloc, safe_path, search, ""))
+            properties["$current_url"] = join_url(scheme, netloc, safe_path, search)
         properties["current_url_path"] = safe_path
     if search:
         properties["current_url_search"] = "?" + search
