@@ -29,6 +29,11 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 from benchmarks.workload import HOST, Visit
+from otel_mixpanel.web.device_id import DeviceIdOptions
+from otel_mixpanel.web.first_touch import encode_first_touch, resolve_first_touch
+
+# The middleware's defaults: its first-touch cookie is what the browser sends back after its first visit.
+MIDDLEWARE_OPTIONS = DeviceIdOptions.build()
 
 Choice = Callable[[random.Random], str]
 
@@ -204,6 +209,8 @@ class Visitor:
     page: str | None = None
     requests: int = 0
     cart: list[int] = field(default_factory=list)
+    # The first-touch cookie the middleware set on the visitor's first response.
+    first_touch_cookie: str = ""
 
 
 def _ip(rng: random.Random, ipv6: float) -> str:
@@ -304,6 +311,10 @@ class RealisticStream:
             referrer = None
             query = self._campaign("newsletter", "email", "mc_eid")
         visitor.page = path + ("?" + query if query else "")
+        state = resolve_first_touch(None, referrer, query, MIDDLEWARE_OPTIONS)
+        if state is not None:
+            cookie = encode_first_touch(state.touch)
+            visitor.first_touch_cookie = f"{MIDDLEWARE_OPTIONS.first_touch_cookie_name}={cookie}"
         return self._navigation(visitor, path, query, referrer, "cross-site" if referrer else "none",
                                 with_cookie=False)
 
@@ -355,7 +366,7 @@ class RealisticStream:
         headers = {"HTTP_ACCEPT_LANGUAGE": visitor.language, "HTTP_ACCEPT_ENCODING": "gzip, deflate, br"}
         return Visit(method, path, query, visitor.user_agent, referrer, visitor.ip,
                      visitor.device_id if with_cookie else None, visitor.user_id if with_cookie else None,
-                     headers=headers)
+                     headers=headers, cookies=visitor.first_touch_cookie if with_cookie else "")
 
     def _navigation(self, visitor: Visitor, path: str, query: str, referrer: str | None, site: str,
                     with_cookie: bool) -> Visit:

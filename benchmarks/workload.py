@@ -78,6 +78,8 @@ class Visit:
     headers: dict[str, str] = field(default_factory=dict)
     # What the handler answers with.
     content_type: str = "text/html"
+    # Further cookies the browser sends ("name=value; ..."), e.g. the first touch an earlier response set.
+    cookies: str = ""
 
     @property
     def page_view(self) -> bool:
@@ -156,6 +158,8 @@ def environ_for(visit: Visit) -> dict[str, Any]:
         cookies.append(f"{DEFAULT_COOKIE_NAME}={visit.device_id}")
     if visit.user_id:
         cookies.append(f"session={visit.user_id}")
+    if visit.cookies:
+        cookies.append(visit.cookies)
     if cookies:
         environ["HTTP_COOKIE"] = "; ".join(cookies)
     if visit.method == "POST":
