@@ -157,6 +157,25 @@ def _header(get: Callable[[str], Any], keys: tuple[str, str]) -> tuple[str, ...]
     return ()
 
 
+def _first_header(get: Callable[[str], Any], keys: tuple[str, str]) -> str | None:
+    """The first value of a captured header, all that most headers are read for: ``_header``'s
+    first, without its general case for the usual shape."""
+    for key in keys:
+        value = get(key)
+        if value is None:
+            continue
+        if type(value) is tuple and len(value) == 1 and type(value[0]) is str:
+            # As instrumentation records nearly every header: one value.
+            text = _text(value[0])
+            if text:
+                return text
+            continue
+        texts = _header(get, (key,))
+        if texts:
+            return texts[0]
+    return None
+
+
 def _path_and_query(get: Callable[[str], Any], full: str | None, span_name: str
                     ) -> tuple[str | None, str | None]:
     path = _text(get(url.URL_PATH))
@@ -206,15 +225,15 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
         _text(get(http.HTTP_ROUTE)),
         _status(get(http.HTTP_RESPONSE_STATUS_CODE) or get(http_old.HTTP_STATUS_CODE)),
         _text(get(user_agent.USER_AGENT_ORIGINAL) or get(http_old.HTTP_USER_AGENT))
-        or (_header(get, _USER_AGENT_HEADER) or (None,))[0],
+        or _first_header(get, _USER_AGENT_HEADER),
         get(USER_AGENT_SYNTHETIC_TYPE) is not None,
         _text(get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)),
-        (_header(get, _REFERER_HEADER) or (None,))[0],
+        _first_header(get, _REFERER_HEADER),
         # Accept may arrive split into several header lines; together they are one list.
         ", ".join(_header(get, _ACCEPT_HEADER)) or None,
-        (_header(get, _FETCH_DEST_HEADER) or (None,))[0],
-        (_header(get, _FETCH_MODE_HEADER) or (None,))[0],
-        (_header(get, _CONTENT_TYPE_HEADER) or (None,))[0],
+        _first_header(get, _FETCH_DEST_HEADER),
+        _first_header(get, _FETCH_MODE_HEADER),
+        _first_header(get, _CONTENT_TYPE_HEADER),
     )
 
 
@@ -222,7 +241,13 @@ def request_header(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
     """The values of captured request header ``name`` (lower case), in either attribute spelling.
 
     The proxy headers are read this way, and only those the settings need."""
-    return _header(attributes.get, _header_keys(name))
+    return _header(attributes.get, _request_header_keys(name))
+
+
+@lru_cache(maxsize=64)
+def _request_header_keys(name: str) -> tuple[str, str]:
+    # Asked for on every request, always for the few header names the settings name.
+    return _header_keys(name)
 
 
 def identity_text(value: Any) -> str | None:

@@ -117,7 +117,8 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings) 
     """
     trusted = settings.trusted_proxies
     if not trusted.enabled:
-        if header("x-forwarded-for") or header("forwarded"):
+        # Looked for only until the warning is given: it is given once per process.
+        if not _warned_untrusted_forwarding and (header("x-forwarded-for") or header("forwarded")):
             _warn_untrusted_forwarding()
         return ProxiedRequest(address_text(peer))
     if not trusted.hops:
