@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from opentelemetry import baggage, trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID, ENDUSER_PSEUDO_ID
 
-from otel_mixpanel import jobs
+from otel_mixpanel import baggage_ids
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -58,8 +58,8 @@ def _known_identity() -> dict[str, str]:
     """The ids this context still knows without a span: the middleware's device id, the baggage."""
     from otel_mixpanel.web.device_id import current_device_id  # otel_mixpanel.web imports this module
 
-    known = {ENDUSER_PSEUDO_ID: current_device_id() or baggage.get_baggage(jobs.DEVICE_KEY),
-             ENDUSER_ID: baggage.get_baggage(jobs.USER_KEY)}
+    known = {ENDUSER_PSEUDO_ID: current_device_id() or baggage.get_baggage(baggage_ids.DEVICE_KEY),
+             ENDUSER_ID: baggage.get_baggage(baggage_ids.USER_KEY)}
     return {attribute: str(value) for attribute, value in known.items() if value}
 
 
@@ -121,7 +121,7 @@ def _carry_to_jobs(user: str) -> None:
 
     state = _current.get()
     if state is not None and state.device_id and state.ids_in_baggage:
-        jobs.carry_user(user, state.device_id)
+        baggage_ids.carry_user(user, state.device_id)
 
 
 def set_profile(properties: Mapping[str, Any]) -> None:

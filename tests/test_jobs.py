@@ -25,7 +25,7 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
 import otel_mixpanel
 from conftest import IPHONE, Site
-from otel_mixpanel.jobs import DEVICE_KEY, USER_KEY, request_context
+from otel_mixpanel.baggage_ids import DEVICE_KEY, USER_KEY, request_context
 from otel_mixpanel.testing.ingest_server import IngestServer
 from otel_mixpanel.web import MixpanelMiddleware
 

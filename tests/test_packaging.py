@@ -48,6 +48,11 @@ def test_importing_the_package_loads_no_conversion_or_delivery_machinery():
     assert modules_loaded_by("import otel_mixpanel; otel_mixpanel.track") & HEAVY == set()
 
 
+def test_the_helpers_and_the_middleware_use_the_opentelemetry_api_only():
+    loaded = modules_loaded_by("import otel_mixpanel, otel_mixpanel.web, otel_mixpanel.web.asgi")
+    assert not [name for name in loaded if name.startswith("opentelemetry.sdk")]
+
+
 def test_delivery_loads_when_a_sending_exporter_is_built_and_the_official_sdk_only_for_a_service_account():
     off = modules_loaded_by("from otel_mixpanel import MixpanelSpanExporter; MixpanelSpanExporter()")
     assert {"requests", "sqlite3", "mixpanel"} & off == set()

@@ -23,7 +23,7 @@ from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_HO
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS
 from opentelemetry.trace import Span
 
-from otel_mixpanel.jobs import attach_request, baggage_ids as _baggage_ids
+from otel_mixpanel.baggage_ids import attach_request, device_id_to_carry
 from otel_mixpanel.web.attributes import (
     MAX_HEADER_CHARS,
     content_type_of,
@@ -77,7 +77,7 @@ class MixpanelMiddleware:
             await send(message)
 
         token = _current.set(state)
-        carried = attach_request(_baggage_ids(state, self.options))
+        carried = attach_request(device_id_to_carry(state, self.options))
         try:
             await self.app(scope, receive, send_with_cookie)
         finally:

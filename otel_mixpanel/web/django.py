@@ -19,7 +19,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from opentelemetry import context, trace
 
-from otel_mixpanel.jobs import attach_request, baggage_ids
+from otel_mixpanel.baggage_ids import attach_request, device_id_to_carry
 from otel_mixpanel.web.attributes import record_request, record_response_content_type
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
@@ -47,7 +47,7 @@ class MixpanelMiddleware:
         if self._async:
             return self._acall(request)
         state, touch = self._before(request)
-        token, carried = _current.set(state), attach_request(baggage_ids(state, self.options))
+        token, carried = _current.set(state), attach_request(device_id_to_carry(state, self.options))
         try:
             response = self.get_response(request)
         finally:
@@ -57,7 +57,7 @@ class MixpanelMiddleware:
 
     async def _acall(self, request: Any) -> Any:
         state, touch = self._before(request)
-        token, carried = _current.set(state), attach_request(baggage_ids(state, self.options))
+        token, carried = _current.set(state), attach_request(device_id_to_carry(state, self.options))
         try:
             response = await self.get_response(request)
         finally:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 from opentelemetry import context, trace
 from opentelemetry.trace import Span
 
-from otel_mixpanel.jobs import attach_request, baggage_ids as _baggage_ids
+from otel_mixpanel.baggage_ids import attach_request, device_id_to_carry
 from otel_mixpanel.web.attributes import content_type_of, record_request, record_response_content_type
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
@@ -59,7 +59,7 @@ class MixpanelMiddleware:
             return start_response(status, headers, *exc_info)
 
         token = _current.set(state)
-        carried = attach_request(_baggage_ids(state, self.options))
+        carried = attach_request(device_id_to_carry(state, self.options))
         try:
             body = self.app(environ, _start_response)
         finally:
