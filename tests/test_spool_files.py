@@ -127,3 +127,24 @@ def test_records_that_can_be_read_from_a_corrupt_spool_are_salvaged(server, make
     assert f"{len(received)} records could be read" in caplog.text
     assert f"{len(missing)} could not and are lost" in caplog.text
     assert len([name for name in list_spool_files(str(tmp_path)) if ".corrupt-" in name]) == 1
+
+
+def test_a_spool_sharing_a_replaced_corrupt_file_opens_the_new_one_without_moving_it_again(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="otel_mixpanel.delivery")
+    path = str(tmp_path / "spool-shared.sqlite3")
+    first, second = (Spool(path, max_events=1000, max_bytes=10**6) for _ in range(2))
+    first.put_many(messages(3))
+    assert second.pending()[0] == 3  # both have the file open, as two processes would
+    with sqlite3.connect(path) as db:  # everything into the database file, the WAL emptied
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    with open(path, "r+b") as file:  # the schema page wrecked: every statement fails
+        file.write(b"\xff" * page_size)
+    first.put_many(messages(1))
+    assert len([name for name in list_spool_files(str(tmp_path)) if ".corrupt-" in name]) == 1
+    second.put_many(messages(2))
+    assert len([name for name in list_spool_files(str(tmp_path)) if ".corrupt-" in name]) == 1
+    assert first.pending()[0] == second.pending()[0] == 3  # the one put by first, the two put by second
+    assert caplog.text.count("is corrupt") == 1
+    first.close()
+    second.close()

@@ -117,10 +117,10 @@ class Spool:
         self._pid = os.getpid()
         self.ever_opened = False
         # Bumped each time a corrupt file is replaced, so that threads which hit the same
-        # corruption replace it once; and the file the connections opened, to notice another
-        # process having moved it aside already.
+        # corruption replace it once; and the file each connection opened (by id() of the
+        # connection), to notice another process having moved it aside already.
         self._generation = 0
-        self._file_id: tuple[int, int] | None = None
+        self._file_ids: dict[int, tuple[int, int]] = {}
         self._fallback: DiskFull | None = None
         self._fallback_lock = threading.Lock()
         self._open_all()
@@ -167,7 +167,7 @@ class Spool:
                 # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
                 connection.execute("PRAGMA synchronous=NORMAL")
                 info = os.stat(self.path)
-                self._file_id = (info.st_dev, info.st_ino)
+                self._file_ids[id(connection)] = (info.st_dev, info.st_ino)
             # The script runs once per file (and schema version), so that opening an existing spool
             # writes nothing: on a full disk, that is what still works.
             if connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -248,6 +248,7 @@ class Spool:
             return
         for channel in self._channels():
             channel.close()
+        self._file_ids.clear()
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -269,14 +270,18 @@ class Spool:
             if generation != self._generation:
                 return  # another thread replaced it already
             self._generation += 1
+            opened = {self._file_ids.get(id(channel.connection)) for channel in self._channels() if channel.connection}
             for channel in self._channels():
                 channel.close_locked()
+            self._file_ids.clear()
             try:
                 info = os.stat(self.path)
             except FileNotFoundError:
                 return
-            if self._file_id is not None and self._file_id != (info.st_dev, info.st_ino):
-                return  # another process sharing the spool moved it aside already
+            if opened - {(info.st_dev, info.st_ino)}:
+                # A connection was on a file that is no longer at the spool's name: another process
+                # sharing the spool moved it aside already. Reopened, the connections use the new one.
+                return
             moved = move_aside(self.path)
         rescued = salvage(moved, frozenset(CONSUMER_ENDPOINTS))
         dropped = self.put_rows(rescued.rows)
