@@ -38,11 +38,12 @@ def is_page_view(http: HttpFacts | None, is_automated: bool, settings: Settings)
     """
     if not settings.page_views or http is None or is_automated or http.method != "GET":
         return False
-    if http.status_code is None or not 200 <= http.status_code < 300 or http.path is None:
+    if http.status_code is None or http.path is None or not _admitted_path(http.path, settings):
         return False
-    if not _admitted_path(http.path, settings):
-        return False
-    return settings.page_view_detection == ANY_GET or is_document_load(http)
+    if settings.page_view_detection == ANY_GET:
+        return 200 <= http.status_code < 300
+    # 304: the browser shows the copy it has cached, and the page's scripts run as on any load.
+    return (200 <= http.status_code < 300 or http.status_code == 304) and is_document_load(http)
 
 
 def headers_unrecorded(http: HttpFacts | None, is_automated: bool, settings: Settings) -> bool:

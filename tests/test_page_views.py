@@ -187,6 +187,9 @@ PROBES = ["kube-probe/1.29", "ELB-HealthChecker/2.0", "GoogleHC/1.0", "curl/8.4.
 def shop_app(environ, start_response):
     """HTML pages, and JSON under /api/; every request also records a business event."""
     otel_mixpanel.track("Looked", {"path": environ["PATH_INFO"]})
+    if environ.get("HTTP_IF_NONE_MATCH") == '"v1"':
+        start_response("304 Not Modified", [("ETag", '"v1"')])
+        return []
     if environ["PATH_INFO"].startswith("/api/"):
         start_response("200 OK", [("Content-Type", "application/json")])
         return [b'{"items": []}']
@@ -273,6 +276,19 @@ def test_health_checkers_and_scripts_get_no_page_view_and_no_device(site_factory
     assert len(events) == 2, "their business events are still sent"
     assert not any("$device_id" in p for p in events)
     assert all(p["distinct_id"] == "" for p in events)
+
+
+def test_a_page_load_answered_not_modified_is_a_page_view(site_factory, ingest):
+    # The browser shows its cached copy, and mixpanel-js would run on it as on any load.
+    cached = {"User-Agent": DESKTOP_CHROME, "If-None-Match": '"v1"'}
+    for options in ({}, {"page_view_detection": "any-get"}):
+        site = web_site(site_factory, **options)
+        assert site.request("/products", headers={**cached, **NAVIGATION}, navigation=False)[0] == 304
+        assert site.request("/products", headers={**cached, **CHROME_FETCH}, navigation=False)[0] == 304
+        site.flush()
+    [view] = page_views(ingest)
+    assert view["properties"]["current_url_path"] == "/products"
+    assert len(looked(ingest)) == 4
 
 
 def test_a_script_keeps_a_device_id_it_presents(site_factory, ingest):
