@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 
 # opentelemetry-sdk releases whose internals were read and checked for the fast paths: the
 # floor in pyproject.toml up to the newest release at the time of writing.
-CHECKED_SDK_VERSIONS = ("1.27.0", "1.45.1")
+CHECKED_SDK_VERSIONS = ("1.43.0", "1.45.1")
 
 
 def ended_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:

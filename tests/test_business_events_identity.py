@@ -51,7 +51,8 @@ def test_events_on_child_spans_get_the_request_context(site_factory, ingest, mod
     site.flush()
     [order] = by_name(ingest, "Order Completed")
     props = order["properties"]
-    assert props["amount"] == 42.5 and props["items"] == ["a", "b"] and props["coupon"] is None
+    # A None attribute value: kept as null by opentelemetry-sdk 1.45 and later, dropped by earlier releases.
+    assert props["amount"] == 42.5 and props["items"] == ["a", "b"] and props.get("coupon") is None
     assert props["$browser"] == "Mobile Safari" and props["$device"] == "iPhone"
     assert props["utm_source"] == "ads"
     assert props["$referrer"] == "https://t.co/x" and props["$referring_domain"] == "t.co"
