@@ -12,9 +12,11 @@ import time
 
 import pytest
 
+from otel_mixpanel.delivery import MixpanelSender
 from otel_mixpanel.delivery.spool import Spool, spool_path
+from otel_mixpanel.testing.ingest_server import Fault
 
-from delivery_helpers import assert_exactly_once, fast_settings, insert_ids, messages
+from delivery_helpers import RecordingClock, assert_exactly_once, fast_settings, insert_ids, messages
 
 
 @pytest.fixture
@@ -109,3 +111,24 @@ def test_records_sent_while_the_disk_is_full_are_buffered_bounded_and_written_ba
     assert sender.spool.pending()[0] == 60
     assert "takes writes again" in caplog.text
     assert len(disk_full_lines(caplog)) == 1
+
+
+def test_a_batch_leased_before_the_disk_filled_and_delivered_after_lets_flush_complete(server, small_disk, caplog):
+    caplog.set_level(logging.INFO, logger="otel_mixpanel.delivery")
+    server.fail_next(Fault("status", 503))
+    clock = RecordingClock(real_waits=True)
+    sender = MixpanelSender(fast_settings(server.url, small_disk, retry_initial_ms=200, retry_max_ms=300),
+                            clock=clock)
+    try:
+        items = messages(20)
+        sender.send_many(items)
+        # The first request failed: its batch's leases are in the file, and the thread waits to retry.
+        assert clock.waiting.wait(5)
+        fill(small_disk)
+        # The retry delivers the batch, whose deletion (and the end of its leases) must wait for the disk.
+        assert sender.flush(timeout_millis=10_000)
+        assert_exactly_once(server, insert_ids(items))
+        assert sender.spool.pending() == (0, 0)
+        assert len(disk_full_lines(caplog)) == 1
+    finally:
+        sender.shutdown(timeout_millis=500)

@@ -531,12 +531,14 @@ class Spool:
     def held(self, owner: str) -> int:
         """Records ``owner`` holds under a live lease (in flight, or set aside until a retry)."""
         now = time.time()
-        held = self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, now))[0][0]
         fallback = self._fallback
-        if fallback is not None:
-            self._settle(fallback)
-            held += fallback.held(owner, now) + fallback.buffer.held(owner)
-        return int(held)
+        if fallback is None:
+            return int(self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, now))[0][0])
+        self._settle(fallback)
+        # A delivered record whose deletion waits for the disk keeps its lease in the file: it is not held.
+        held = self._read(f"SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ? AND id NOT IN {IDS}",
+                          (owner, now, json_ids(fallback.removals())))[0][0]
+        return int(held) + fallback.held(owner, now) + fallback.buffer.held(owner)
 
     @_recovering
     def release_owner(self, owner: str) -> None:
