@@ -50,6 +50,17 @@ def test_the_official_sdk_with_a_lone_surrogate_and_non_finite_numbers_neither_r
     assert sender.stats.accepted == 2 and sender.stats.rejected == 0
 
 
+def test_numbers_too_large_for_a_double_are_spooled_as_null_not_raised(server, make_sender):
+    sender = make_sender(endpoint="http://127.0.0.1:9")
+    # Valid JSON that Python reads as infinity, e.g. from another encoder or a hand-written message.
+    sender.send("events", '{"event": "Big", "properties": {"distinct_id": "u", "n": 1e999, "m": -1E400}}')
+    sender.send("people", '{"$distinct_id": "u", "$set": {"score": 2e308}}')
+    [big, profile] = [_strict_json(body) for body in _spooled_bodies(sender)]
+    assert big["properties"]["n"] is None and big["properties"]["m"] is None
+    assert profile["$set"]["score"] is None
+    assert sender.stats.accepted == 2 and sender.stats.rejected == 0
+
+
 def test_odd_content_is_delivered_as_valid_json(server, make_sender):
     sender = make_sender()
     mp = mixpanel.Mixpanel(TOKEN, consumer=sender)

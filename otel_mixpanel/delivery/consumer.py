@@ -6,7 +6,7 @@ counts and logs it; it never raises into the application for a message's content
 content JSON cannot carry is made safe rather than refused:
 
 - ``NaN``, ``Infinity`` and ``-Infinity`` (which Python's ``json`` writes, and ``mixpanel``
-  passes on) become ``null``, as ``JSON.stringify`` and mixpanel-js's own encoder write them
+  passes on), and numbers too large for a double (``1e999``, valid JSON), become ``null``, as ``JSON.stringify`` and mixpanel-js's own encoder write them
   (mixpanel-browser 2.83.0, ``src/utils.js``, ``JSONEncode``: ``isFinite(value) ? String(value) : 'null'``);
 - a lone UTF-16 surrogate (``"\\ud800"`` without its pair, which no UTF-8 text can hold)
   becomes U+FFFD, the replacement character.
@@ -15,6 +15,7 @@ content JSON cannot carry is made safe rather than refused:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
@@ -31,7 +32,7 @@ class BadMessage(ValueError):
 def records_from(endpoint: Endpoint, message: str | bytes) -> list[str]:
     """The message's objects as spool bodies: one per object of an array, ``$insert_id`` filled in."""
     try:
-        parsed = json.loads(message, parse_constant=_not_finite)
+        parsed = json.loads(message, parse_constant=_not_finite, parse_float=_finite_float)
     except (ValueError, TypeError, RecursionError) as error:
         raise BadMessage(f"not JSON ({type(error).__name__})") from None
     items = parsed if isinstance(parsed, list) else [parsed]
@@ -59,6 +60,12 @@ def encodable(text: str) -> str:
 def _not_finite(constant: str) -> None:
     # json.loads calls this for NaN, Infinity and -Infinity, which are not JSON.
     return None
+
+
+def _finite_float(text: str) -> float | None:
+    # json.loads reads "1e999" as infinity, which json.dumps cannot write back as JSON.
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def _ensure_insert_id(event: dict[str, Any]) -> None:
