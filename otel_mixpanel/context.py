@@ -23,7 +23,8 @@ from otel_mixpanel.enrich.url import page_properties
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_properties
 from otel_mixpanel.span_reads import ended_span_attributes
-from otel_mixpanel.spans import HttpFacts, read_http, read_identity, request_header
+from otel_mixpanel.span_reads import attribute_length_limit
+from otel_mixpanel.spans import HttpFacts, read_http, read_identity, request_header, request_header_cut
 
 
 class RequestContext(NamedTuple):
@@ -112,6 +113,10 @@ def _page(scheme: str | None, host: str | None, path: str | None, query: str | N
     return _Page(safe_properties(every_event), safe_properties(page))
 
 
+def _never_cut(name: str) -> bool:
+    return False
+
+
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
     spans = _root_first(trace)
     device_id, user_id, latitude, longitude = _identity(spans)
@@ -124,7 +129,9 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     parsed = parse_user_agent(http.user_agent, settings.browser_names)
     properties.update(parsed.properties)
     is_bot = http.synthetic or parsed.is_bot
-    proxied = proxied_request(http.peer_address, partial(request_header, server_attributes), settings)
+    limit = attribute_length_limit(server_span)
+    cut = _never_cut if limit is None else partial(request_header_cut, server_attributes, limit)
+    proxied = proxied_request(http.peer_address, partial(request_header, server_attributes), settings, cut)
     ip = anonymise(proxied.client, settings.ip_mode) if proxied.client else None
     if ip:
         properties["ip"] = ip

@@ -11,9 +11,12 @@ wrong. tests/test_span_reads.py checks both paths against the public API.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.attributes import BoundedAttributes
+
+if TYPE_CHECKING:  # the web middleware reads spans too, and loads no SDK
+    from opentelemetry.sdk.trace import Event, ReadableSpan
 
 # opentelemetry-sdk releases whose internals were read and checked for the fast paths: the
 # floor in pyproject.toml up to the newest release at the time of writing.
@@ -31,6 +34,20 @@ def ended_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     if type(inner) is dict and getattr(bounded, "_immutable", False) is True:
         return inner
     return dict(span.attributes or {})
+
+
+def attribute_length_limit(span: object) -> int | None:
+    """The most characters a text attribute of ``span`` keeps, or None when it keeps any length.
+
+    The SDK cuts longer values to their first characters (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+    ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`` or the provider's ``SpanLimits``). The public API
+    does not say what limit a span has; a span that is not the SDK's is taken to have none.
+    """
+    bounded = getattr(span, "_attributes", None)
+    if isinstance(bounded, BoundedAttributes):
+        limit = bounded.max_value_len
+        return limit if isinstance(limit, int) else None
+    return None
 
 
 def span_events(span: ReadableSpan) -> Sequence[Event]:

@@ -244,6 +244,17 @@ def request_header(attributes: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return _header(attributes.get, _request_header_keys(name))
 
 
+def request_header_cut(attributes: Mapping[str, Any], limit: int, name: str) -> bool:
+    """Whether a captured value of request header ``name`` is ``limit`` characters long, as the
+    SDK leaves a longer one (keeping its start)."""
+    for key in _request_header_keys(name):
+        value = attributes.get(key)
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(item, str) and len(item) >= limit for item in values):
+            return True
+    return False
+
+
 @lru_cache(maxsize=64)
 def _request_header_keys(name: str) -> tuple[str, str]:
     # Asked for on every request, always for the few header names the settings name.

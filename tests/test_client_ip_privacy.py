@@ -269,3 +269,22 @@ def test_host_from_a_trusted_proxy_when_it_sets_one(site_factory, ingest, settin
     props = only_view(ingest)
     assert props["$current_url"] == "https://shop.example/pricing"
     assert props["current_domain"] == "shop.example" and props["current_url_protocol"] == "https:"
+
+
+@pytest.mark.parametrize(("recorded_by", "client"), [("middleware", "203.0.113.9"), ("instrumentation", "0")])
+def test_an_attribute_length_limit_cannot_let_padding_choose_the_address(site_factory, ingest, monkeypatch,
+                                                                         recorded_by, client):
+    from otel_mixpanel.web import MixpanelMiddleware
+
+    # The SDK cuts a longer attribute value to its first characters: the end of X-Forwarded-For the client wrote.
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "1000")
+    app, capture = (MixpanelMiddleware(text_app), None) if recorded_by == "middleware" else (
+        text_app, "x-forwarded-for")
+    site = site_factory(app, trusted_proxies="1", capture_headers=capture)
+    # Padded so that the first 1,000 characters end with the address the client wants.
+    forged = "9" * 990 + ", 1.2.3.4"
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME,
+                               "X-Forwarded-For": forged + ", 6.6.6.6" * 300 + ", 203.0.113.9"})
+    site.flush()
+    # The middleware records the right end within the limit; a value cut by the SDK names nobody.
+    assert only_view(ingest)["ip"] == client

@@ -60,3 +60,19 @@ def test_hand_made_and_odd_spans_fall_back_to_the_public_api():
     odd = Odd(name="odd", attributes={"a": 1}, events=[event])
     odd._attributes = {"_dict": "not a dict"}  # type: ignore[assignment]
     assert dict(ended_span_attributes(odd)) == {"_dict": "not a dict"}
+
+
+def test_the_attribute_length_limit_is_read_from_live_and_ended_spans():
+    from opentelemetry.sdk.trace import SpanLimits
+
+    from otel_mixpanel.span_reads import attribute_length_limit
+
+    for limits, expected in ((SpanLimits(max_span_attribute_length=50), 50), (SpanLimits(), None)):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(span_limits=limits)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("test").start_as_current_span("GET /") as live:
+            assert attribute_length_limit(live) == expected
+        [ended] = exporter.get_finished_spans()
+        assert attribute_length_limit(ended) == expected
+    assert attribute_length_limit(object()) is None

@@ -26,6 +26,7 @@ UNTRUSTED_FORWARDING_WARNING = (
 )
 # Said once per process: the same header arrives on every request.
 _warned_untrusted_forwarding = False
+_warned_cut = False
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # As an event's ip or a profile update's $ip: "do not geolocate this record".
@@ -106,14 +107,23 @@ class ProxiedRequest(NamedTuple):
 
 # Reads one captured request header's values, e.g. ``header("x-forwarded-for")``.
 HeaderReader = Callable[[str], tuple[str, ...]]
+# Whether a captured request header was cut short by the SDK's attribute length limit.
+HeaderCut = Callable[[str], bool]
 
 
-def proxied_request(peer: str | None, header: HeaderReader, settings: Settings) -> ProxiedRequest:
+def _never_cut(name: str) -> bool:
+    return False
+
+
+def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
+                    cut: HeaderCut = _never_cut) -> ProxiedRequest:
     """The client's address, scheme and host, believing only trusted proxies.
 
     Only the header the trusted proxies write (``CLIENT_IP_HEADER``) is read for the address:
     a client can send any header, and proxies such as nginx or AWS ALB pass on those they do
-    not write (a client's own ``Forwarded: for=...``, say) untouched.
+    not write (a client's own ``Forwarded: for=...``, say) untouched. A header the SDK cut to
+    its attribute length limit (``cut``) kept its left end, the client's, and lost the right
+    end, the proxies': nothing in it is believed.
     """
     trusted = settings.trusted_proxies
     if not trusted.enabled:
@@ -127,6 +137,11 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings) 
             # Not sent through a trusted proxy: every header came from the client.
             return ProxiedRequest(str(peer_address) if peer_address else None)
     name = settings.client_ip_header
+    if cut(name):
+        _warn_cut(name)
+        return ProxiedRequest(None)
+    if cut("x-forwarded-proto") or cut("x-forwarded-host"):
+        header = _without(header, cut)
     if name == "forwarded":
         return _from_forwarded(peer, header(name), trusted, settings.forwarded_host)
     if name in FORWARDING_LIST_HEADERS:
@@ -177,7 +192,7 @@ def right_end(text: str, limit: int = MAX_FORWARDING_CHARS) -> str:
     """
     if len(text) <= limit:
         return text
-    return text[-limit:].partition(",")[2]
+    return text[-limit:].partition(",")[2] if limit > 0 else ""
 
 
 def _list_entries(values: tuple[str, ...]) -> list[str]:
@@ -207,6 +222,21 @@ def _scheme(value: str | None) -> str | None:
 
 def _host(value: str | None) -> str | None:
     return value if value and _HOST.fullmatch(value) else None
+
+
+def _without(header: HeaderReader, cut: HeaderCut) -> HeaderReader:
+    return lambda name: () if cut(name) else header(name)
+
+
+def _warn_cut(name: str) -> None:
+    global _warned_cut
+    if not _warned_cut:
+        _warned_cut = True
+        logger.warning(
+            "A request's %s header is as long as the span attribute length limit (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT or "
+            "the tracer provider's SpanLimits) and may have been cut, losing the entries the trusted proxies "
+            "appended: no client address is sent for such requests. Wrap the application in the web middleware, "
+            "which records the header's right end, or raise the limit; see docs/mapping.md.", name)
 
 
 def _warn_untrusted_forwarding() -> None:

@@ -20,7 +20,8 @@ from urllib.parse import quote
 from opentelemetry.trace import Span
 
 from otel_mixpanel.config import CLIENT_IP_HEADERS
-from otel_mixpanel.enrich.client_ip import right_end
+from otel_mixpanel.enrich.client_ip import MAX_FORWARDING_CHARS, right_end
+from otel_mixpanel.span_reads import attribute_length_limit
 
 ENDUSER_PSEUDO_ID = "enduser.pseudo.id"
 URL_PATH = "url.path"
@@ -70,11 +71,16 @@ def record_request_headers(span: Span, header: HeaderGetter) -> None:
         value = _header_text(header(name))
         if value:
             span.set_attribute(REQUEST_HEADER_PREFIX + name, (value[:MAX_HEADER_CHARS],))
+    # The right end: proxies append there, and a client's padding on the left must not push them out. Kept
+    # shorter than the span's attribute length limit, which would keep the left end, and a value at the
+    # limit is not believed (see client_ip).
+    limit = attribute_length_limit(span)
+    proxy_chars = MAX_FORWARDING_CHARS if limit is None else min(MAX_FORWARDING_CHARS, limit - 1)
     for name in PROXY_HEADERS:
         value = _header_text(header(name))
-        if value:
-            # The right end: proxies append there, and a client's padding on the left must not push them out.
-            span.set_attribute(REQUEST_HEADER_PREFIX + name, (right_end(value),))
+        kept = right_end(value, proxy_chars) if value else None
+        if kept:
+            span.set_attribute(REQUEST_HEADER_PREFIX + name, (kept,))
 
 
 def record_response_content_type(span: Span, content_type: object) -> None:
