@@ -132,3 +132,26 @@ def test_a_batch_leased_before_the_disk_filled_and_delivered_after_lets_flush_co
         assert len(disk_full_lines(caplog)) == 1
     finally:
         sender.shutdown(timeout_millis=500)
+
+
+def test_a_process_starting_on_a_full_disk_delivers_new_events_and_the_spool_once_there_is_room(
+        server, make_sender, small_disk, caplog):
+    caplog.set_level(logging.INFO, logger="otel_mixpanel.delivery")
+    path = spool_path(fast_settings(server.url, small_disk))
+    earlier, spooled = spool_directly(path, 20)
+    earlier.close()  # the last process using the spool stopped: SQLite removed its -shm file
+    ballast = fill(small_disk)
+    sender = make_sender(spool_dir=str(small_disk))
+    fresh = messages(5)
+    sender.send_many(fresh)
+    assert sender.flush(timeout_millis=5000)
+    # Sent from memory: the spool file cannot even be opened (SQLite cannot size its -shm file).
+    assert_exactly_once(server, insert_ids(fresh))
+    assert sender.spool.path == path and sender.stats.dropped == 0
+    assert len(disk_full_lines(caplog)) == 1 and "cannot be created" not in caplog.text
+
+    os.remove(ballast)
+    server.wait_for(25, timeout=15)
+    assert_exactly_once(server, spooled + insert_ids(fresh))
+    assert "takes writes again" in caplog.text
+    assert len(disk_full_lines(caplog)) == 1

@@ -44,6 +44,7 @@ from otel_mixpanel.delivery.spool_db import (
 from otel_mixpanel.delivery.disk_full import BUFFER_MAX_BYTES, BUFFER_MAX_EVENTS, DiskFull
 from otel_mixpanel.delivery.spool_files import is_corrupt, is_disk_full, move_aside, prepare_private, salvage
 from otel_mixpanel.delivery.spool_meta import (
+    DISK_CHECKED_AT,
     MOVED_AT,
     MOVED_TO,
     DeliveryNotes,
@@ -204,21 +205,27 @@ class Spool:
     def note_error(self, message: str, credentials: bool = False) -> None:
         """Remember the latest delivery error in the file, for ``otel-mixpanel status`` (each new one once)."""
         values = self._notes.error(message, credentials)
-        if values is not None and self.path is not None:
-            with self._use() as db:
-                self._best_effort_write(db, values)
+        if values is not None:
+            self._note(values)
 
     def note_delivered(self) -> None:
         """Remember that Mixpanel took records (after an error, or once a minute)."""
         values = self._notes.delivered()
-        if values is not None and self.path is not None:
-            with self._use() as db:
-                self._best_effort_write(db, values)
+        if values is not None:
+            self._note(values)
 
     def note_moved(self, target: str) -> None:
         """Remember that this spool's records were moved to the spool file ``target``."""
-        with self._use() as db:
-            self._best_effort_write(db, {MOVED_TO: os.path.basename(target), MOVED_AT: f"{time.time():.3f}"})
+        self._note({MOVED_TO: os.path.basename(target), MOVED_AT: f"{time.time():.3f}"})
+
+    def _note(self, values: dict[str, str]) -> None:
+        if self.path is None:
+            return
+        try:
+            with self._use() as db:
+                self._best_effort_write(db, values)
+        except sqlite3.Error as error:  # the file cannot even be opened (a full disk): no note
+            logger.debug("Mixpanel spool %r: could not note %s (%s)", self.path, sorted(values), error)
 
     def _channels(self) -> list[Connection]:
         return [self._main] if self._intake is self._main else [self._main, self._intake]
@@ -383,7 +390,10 @@ class Spool:
                 except sqlite3.Error as error:
                     self._disk_refused(error)
             if not records and fallback.full:
-                records = self._claim_without_writing(fallback, owner, limit, lease_s)
+                try:
+                    records = self._claim_without_writing(fallback, owner, limit, lease_s)
+                except sqlite3.Error as error:
+                    self._disk_refused(error)  # the file cannot even be opened: only memory is left
         if not records:
             records = [record._replace(id=-record.id) for record in fallback.buffer.claim(owner, limit, lease_s)]
         return records
@@ -459,6 +469,15 @@ class Spool:
         with self._use() as db:
             return db.execute(sql, parameters).fetchall()
 
+    def _read_or(self, default: list[tuple[Any, ...]], sql: str, parameters: Sequence[object] = ()
+                 ) -> list[tuple[Any, ...]]:
+        """A read of the file, or ``default`` when the disk is so full that the file cannot be opened."""
+        try:
+            return self._read(sql, parameters)
+        except sqlite3.Error as error:
+            self._disk_refused(error)
+            return default
+
     @_recovering
     def reclaim_from_dead_owners(self) -> int:
         """Expire leases held by processes of this host that no longer exist (e.g. killed with SIGKILL).
@@ -467,7 +486,8 @@ class Spool:
         credentials Mixpanel refused (see ``adoption``): they are abandoned too.
         """
         self._adopt_when_due()
-        owners = [row[0] for row in self._read("SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))]
+        live = self._read_or([], "SELECT DISTINCT owner FROM leases WHERE until >= ?", (time.time(),))
+        owners = [row[0] for row in live]
         dead = [owner for owner in owners if owner_is_dead(owner)]
         if not dead:
             return 0
@@ -533,11 +553,12 @@ class Spool:
         now = time.time()
         fallback = self._fallback
         if fallback is None:
-            return int(self._read("SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?", (owner, now))[0][0])
+            return int(self._read_or([(0,)], "SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ?",
+                                     (owner, now))[0][0])
         self._settle(fallback)
         # A delivered record whose deletion waits for the disk keeps its lease in the file: it is not held.
-        held = self._read(f"SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ? AND id NOT IN {IDS}",
-                          (owner, now, json_ids(fallback.removals())))[0][0]
+        held = self._read_or([(0,)], f"SELECT COUNT(*) FROM leases WHERE owner = ? AND until >= ? AND id NOT IN {IDS}",
+                             (owner, now, json_ids(fallback.removals())))[0][0]
         return int(held) + fallback.held(owner, now) + fallback.buffer.held(owner)
 
     @_recovering
@@ -593,13 +614,14 @@ class Spool:
     @_recovering
     def pending(self) -> tuple[int, int]:
         """(events, bytes) in the spool, leased or not."""
-        events, size = self._read("SELECT events, bytes FROM totals")[0]
+        events, size = self._read_or([(0, 0)], "SELECT events, bytes FROM totals")[0]
         fallback = self._fallback
         if fallback is not None:
             removed = fallback.removals()
             if removed:
-                gone, freed = self._read(
-                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE id IN {IDS}", (json_ids(removed),)
+                gone, freed = self._read_or(
+                    [(0, 0)], f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE id IN {IDS}",
+                    (json_ids(removed),),
                 )[0]
                 events, size = events - gone, size - freed
             buffered, buffered_size = fallback.buffer.pending()
@@ -612,8 +634,8 @@ class Spool:
         fallback = self._fallback
         if fallback is None:
             return int(self._read(f"SELECT COUNT(*) FROM records WHERE {UNLEASED}", (now,))[0][0])
-        count = self._read(f"SELECT COUNT(*) FROM records WHERE {UNLEASED} AND id NOT IN {IDS}",
-                           (now, json_ids(fallback.excluded(now))))[0][0]
+        count = self._read_or([(0,)], f"SELECT COUNT(*) FROM records WHERE {UNLEASED} AND id NOT IN {IDS}",
+                              (now, json_ids(fallback.excluded(now))))[0][0]
         return int(count) + fallback.buffer.claimable()
 
     @_recovering
@@ -626,7 +648,7 @@ class Spool:
 
     def _disk_refused(self, error: sqlite3.Error) -> DiskFull:
         """The in-memory state to use instead of the disk; re-raises ``error`` unless the disk is full."""
-        if self.path is None or not is_disk_full(error):
+        if self.path is None or not is_disk_full(error, self.path):
             raise error
         with self._fallback_lock:
             fallback = self._fallback
@@ -659,6 +681,9 @@ class Spool:
         """Make the deletions kept in memory, then move buffered records to the file, if the disk takes them."""
         with fallback.serial:
             try:
+                # A write of a few bytes first: the disk must take one before it counts as back.
+                with self._use() as db, self._write(db):
+                    write_meta(db, {DISK_CHECKED_AT: f"{time.time():.3f}"})
                 removals = fallback.removals()
                 if removals:
                     self._remove_on_disk(removals)

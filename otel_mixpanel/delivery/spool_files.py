@@ -89,15 +89,31 @@ def is_corrupt(error: BaseException) -> bool:
     return "file is not a database" in text or "malformed" in text
 
 
-def is_disk_full(error: BaseException) -> bool:
+# Below this many free bytes, an I/O error of SQLite's (sizing its -shm file, say) is the disk being full.
+_NO_ROOM_BYTES = 64 * 1024
+
+
+def is_disk_full(error: BaseException, path: str | None = None) -> bool:
+    """True for a write refused for want of space; with ``path``, also for SQLite's I/O errors while
+    the disk holding ``path`` has (next to) no room left."""
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
     if not isinstance(error, sqlite3.Error):
         return False
     code = getattr(error, "sqlite_errorcode", None)
     if isinstance(code, int):
-        return code & 0xFF == sqlite3.SQLITE_FULL
+        if code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        return code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and path is not None and _no_room(path)
     return "database or disk is full" in str(error)
+
+
+def _no_room(path: str) -> bool:
+    try:
+        disk = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < _NO_ROOM_BYTES
 
 
 def list_spool_files(directory: str) -> list[str]:

@@ -33,6 +33,7 @@ CREDENTIALS_REFUSED = "credentials_refused"
 DELIVERED_AT = "delivered_at"
 MOVED_TO = "moved_to"
 MOVED_AT = "moved_at"
+DISK_CHECKED_AT = "disk_checked_at"  # the write that tells a full disk has room again
 
 # "Mixpanel took records at" is refreshed at most this often (each refresh is a write).
 DELIVERED_NOTE_INTERVAL_S = 60.0
