@@ -20,7 +20,7 @@ from otel_mixpanel.enrich.client_ip import anonymise, proxied_request
 from otel_mixpanel.enrich.first_touch import NO_FIRST_TOUCH, REFERRER_ATTRIBUTE, FirstTouchProperties, read_first_touch
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties
-from otel_mixpanel.enrich.user_agent import parse_user_agent
+from otel_mixpanel.enrich.user_agent import NO_USER_AGENT, ParsedUserAgent, parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_properties
 from otel_mixpanel.span_reads import ended_span_attributes
 from otel_mixpanel.span_reads import attribute_length_limit
@@ -117,21 +117,53 @@ def _never_cut(name: str) -> bool:
     return False
 
 
-def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
+class RequestFacts(NamedTuple):
+    """What a request's spans say before enrichment: enough to tell whether it gives any message."""
+
+    spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
+    server_span: ReadableSpan | None
+    server_attributes: Mapping[str, Any]
+    http: HttpFacts | None
+    device_id: str | None
+    user_id: str | None
+    latitude: float | None
+    longitude: float | None
+    # NO_USER_AGENT when there is no HTTP request.
+    user_agent: ParsedUserAgent
+
+    @property
+    def is_bot(self) -> bool:
+        return self.http is not None and (self.http.synthetic or self.user_agent.is_bot)
+
+
+def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
+    """Step 2b's first half: the request, its identity and its user agent, read from the spans."""
     spans = _root_first(trace)
     device_id, user_id, latitude, longitude = _identity(spans)
-    location = {"$latitude": latitude, "$longitude": longitude} if latitude is not None else {}
     server_span, server_attributes, http = _server_request(spans)
+    parsed = NO_USER_AGENT if http is None else parse_user_agent(http.user_agent, settings.browser_names)
+    return RequestFacts(spans, server_span, server_attributes, http, device_id, user_id, latitude, longitude,
+                        parsed)
+
+
+def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
+    return enrich_request(read_request(trace, settings), settings, sensitive)
+
+
+def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
+    """Step 2b's second half: the properties every event of the request shares."""
+    device_id, user_id, latitude, longitude = facts.device_id, facts.user_id, facts.latitude, facts.longitude
+    location = {"$latitude": latitude, "$longitude": longitude} if latitude is not None else {}
+    http = facts.http
     if http is None:
         return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
 
     properties: dict[str, Any] = {}
-    parsed = parse_user_agent(http.user_agent, settings.browser_names)
+    parsed = facts.user_agent
     properties.update(parsed.properties)
-    is_bot = http.synthetic or parsed.is_bot
-    limit = attribute_length_limit(server_span)
-    cut = _never_cut if limit is None else partial(request_header_cut, server_attributes, limit)
-    proxied = proxied_request(http.peer_address, partial(request_header, server_attributes), settings, cut)
+    limit = attribute_length_limit(facts.server_span)
+    cut = _never_cut if limit is None else partial(request_header_cut, facts.server_attributes, limit)
+    proxied = proxied_request(http.peer_address, partial(request_header, facts.server_attributes), settings, cut)
     ip = anonymise(proxied.client, settings.ip_mode) if proxied.client else None
     if ip:
         properties["ip"] = ip
@@ -143,12 +175,12 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
     short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
     properties.update(page.every_event)
-    first_touch = _first_touch(spans, sensitive)
+    first_touch = _first_touch(facts.spans, sensitive)
     properties.update(first_touch.every_event)
     properties.update(location)
     page_view = page.page_view
     if http.route:
         page_view = {**page_view, "http_route": json_safe(http.route)}
-    return RequestContext(http, server_span, device_id, user_id, ip, latitude, longitude, is_bot,
+    return RequestContext(http, facts.server_span, device_id, user_id, ip, latitude, longitude, facts.is_bot,
                           properties, page_view, is_automated=parsed.is_automated,
                           first_touch_profile=first_touch.profile)

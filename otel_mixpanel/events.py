@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
-from otel_mixpanel.context import RequestContext
+from otel_mixpanel.context import RequestContext, RequestFacts
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
@@ -67,6 +67,16 @@ class EventBuilder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._excluded = frozenset(settings.excluded_events)
+
+    def may_produce(self, trace: LocalTrace, facts: RequestFacts) -> bool:
+        """False when ``messages`` would give nothing for this request (a crawler not tracked, a
+        request that is no page view and whose spans have no events), so that the exporter need
+        not enrich it: API calls, assets and redirects are a third of a site's requests."""
+        if facts.is_bot and not self._settings.track_bots:
+            return False
+        return (any(span_events(span) for span in trace.spans)
+                or (facts.http is not None and is_page_view(facts.http, facts.user_agent.is_automated,
+                                                            self._settings)))
 
     def messages(self, trace: LocalTrace, context: RequestContext) -> Iterator[Message]:
         if context.is_bot and not self._settings.track_bots:

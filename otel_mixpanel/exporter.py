@@ -28,7 +28,7 @@ from otel_mixpanel.config import (
     Settings,
     TrustedProxies,
 )
-from otel_mixpanel.context import build_context
+from otel_mixpanel.context import enrich_request, read_request
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
@@ -154,13 +154,17 @@ class MixpanelSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def _messages(self, trace: LocalTrace) -> list[Message]:
-        context = build_context(trace, self._settings, self._sensitive)
+        facts = read_request(trace, self._settings)
+        if headers_unrecorded(facts.http, facts.user_agent.is_automated, self._settings):
+            self._warn_once("page-view-headers", UNRECORDED_HEADERS_ADVICE)
+        if not self._builder.may_produce(trace, facts):
+            # An API call without business events, an asset, a crawler: nothing to enrich.
+            return []
+        context = enrich_request(facts, self._settings, self._sensitive)
         messages = list(self._builder.messages(trace, context))
         # Automated clients (health checkers, scripts) are given no device id on purpose.
         if messages and not context.device_id and not context.user_id and not context.is_automated:
             self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))
-        if headers_unrecorded(context.http, context.is_automated, self._settings):
-            self._warn_once("page-view-headers", UNRECORDED_HEADERS_ADVICE)
         return messages
 
     def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:

@@ -7,10 +7,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import pytest
+
 import otel_mixpanel
 from otel_mixpanel.assembly import TraceAssembler
 from otel_mixpanel.config import Settings
-from otel_mixpanel.context import RequestContext, build_context
+from otel_mixpanel.context import RequestContext, build_context, read_request
 from otel_mixpanel.events import EVENTS, PROFILES, EventBuilder, Message
 
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -109,3 +111,33 @@ def test_crawlers_send_nothing_unless_asked():
     assert context.is_bot and messages == []
     _, tracked = _convert(crawler, lambda: otel_mixpanel.track("Crawled"), track_bots=True)
     assert "Crawled" in [m.body["event"] for m in tracked]
+
+
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+FETCH = {"http.request.header.sec-fetch-dest": ("empty",), "http.request.header.sec-fetch-mode": ("cors",),
+         "http.request.header.accept": ("application/json",)}
+
+
+@pytest.mark.parametrize(("changes", "handler", "settings", "skipped"), [
+    ({}, lambda: None, {}, False),
+    (FETCH, lambda: None, {}, True),
+    (FETCH, lambda: otel_mixpanel.track("Added To Cart"), {}, False),
+    (FETCH, lambda: otel_mixpanel.set_user("u-1"), {}, True),
+    (FETCH, lambda: otel_mixpanel.identify("u-1"), {"id_merge": "original"}, False),
+    (FETCH, lambda: (otel_mixpanel.set_user("u-1"), otel_mixpanel.set_profile({"plan": "pro"})), {}, False),
+    ({"url.path": "/static/app.js"}, lambda: None, {}, True),
+    ({"http.response.status_code": 404}, lambda: None, {}, True),
+    ({"user_agent.original": GOOGLEBOT}, lambda: otel_mixpanel.track("Crawled"), {}, True),
+    ({"user_agent.original": GOOGLEBOT}, lambda: None, {"track_bots": True}, False),
+    ({"user_agent.original": "curl/8.4.0"}, lambda: None, {}, True),
+])
+def test_requests_that_give_no_message_are_known_before_enrichment(changes, handler, settings, skipped):
+    """The exporter enriches only requests ``may_produce`` admits: it must admit every one that gives a message."""
+    configured = Settings(token="t", **settings)
+    local = _request({**REQUEST, **changes}, handler)
+    builder = EventBuilder(configured)
+    messages = list(builder.messages(local, build_context(local, configured, frozenset())))
+    admitted = builder.may_produce(local, read_request(local, configured))
+    assert admitted is not skipped
+    assert admitted or not messages
+    assert bool(messages) is not skipped
