@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+from otel_mixpanel.enrich.first_touch import js_referring_domain
 from otel_mixpanel.enrich.referrer import _referrer_properties, referrer_properties
 
 SENSITIVE = frozenset({"token", "code"})
@@ -21,6 +22,12 @@ def test_referrer_domain_and_search_engine():
 def test_secrets_in_the_referrer_are_redacted_and_credentials_dropped():
     properties = referrer_properties("https://user:pw@app.example.com/cb?code=abc&state=x", SENSITIVE)
     assert properties["$referrer"] == "https://app.example.com/cb?code=redacted&state=x"
+    assert properties["$referring_domain"] == "app.example.com"
+
+
+def test_referring_domain_keeps_the_port_as_mixpanel_js_and_the_initial_referring_domain_do():
+    properties = referrer_properties("http://localhost:8080/search?q=shoes", SENSITIVE)
+    assert properties["$referring_domain"] == "localhost:8080" == js_referring_domain("http://localhost:8080/")
 
 
 def test_malformed_referrers_give_nothing_or_what_can_be_read():

@@ -303,6 +303,7 @@ def test_any_request_gives_a_first_touch_the_exporter_can_read(cookie, referer, 
     ("android-app://com.google.android.gm/", "com.google.android.gm"),
     ("https:", ""),
     ("no-slashes", ""),
+    ("https://alice:s3cret@partner.example:8443/x", "partner.example:8443"),  # forged: no browser sends it
 ])
 def test_referring_domain_as_mixpanel_js_derives_it(referrer, domain):
     assert js_referring_domain(referrer) == domain

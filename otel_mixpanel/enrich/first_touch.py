@@ -38,9 +38,13 @@ _UTM_ATTRIBUTE_NAMES = frozenset(attribute for attribute, _ in UTM_ATTRIBUTES)
 
 
 def js_referring_domain(referrer: str) -> str:
-    """mixpanel-js's ``_.info.referringDomain``: the third ``/``-separated part, or ``""``."""
+    """mixpanel-js's ``_.info.referringDomain``: the third ``/``-separated part, or ``""``.
+
+    Less a ``user:password@`` prefix: browsers never send one in a Referer, so only a forged
+    header has it, and credentials must not become a property.
+    """
     parts = referrer.split("/")
-    return parts[2] if len(parts) >= 3 else ""
+    return parts[2].rpartition("@")[2] if len(parts) >= 3 else ""
 
 
 def initial_referrer(referrer: str | None) -> tuple[str, str]:

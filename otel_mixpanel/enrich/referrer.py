@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from otel_mixpanel.enrich.first_touch import js_referring_domain
 from otel_mixpanel.enrich.url import redact_url
 from otel_mixpanel.limits import safe_properties
 
@@ -49,7 +50,9 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
     properties: dict[str, Any] = {"$referrer": redacted_referrer}
     domain = referring_domain(referrer)
     if domain:
-        properties["$referring_domain"] = domain
+        # As mixpanel-js (2.83.0, _.info.referringDomain) writes it, port included, like
+        # $initial_referring_domain; the search engine is told by the host name alone.
+        properties["$referring_domain"] = js_referring_domain(redacted_referrer) or domain
         for pattern, engine in _SEARCH_ENGINES:
             if pattern.search(domain):
                 properties["$search_engine"] = engine
