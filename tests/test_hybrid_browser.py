@@ -5,7 +5,9 @@ middleware with ``write_js_cookie=True``) from a "search" page on another host, 
 tags; the page runs mixpanel-browser 2.83.0, whose api_host is the local Mixpanel look-alike.
 Everything is on loopback. Checked: the SDK starts on the server's device id and keeps the
 server's first touch, the first page's server and SDK events are one user, and each page
-view is counted once. Without ``write_js_cookie`` the SDK starts on an id of its own, which
+view is counted once; at login (the server's identify() and the page's mixpanel.identify()),
+in both ID Merge modes, both sides' events name the user and the same device, and each side's
+``$identify`` merges the same ``$device:`` id. Without ``write_js_cookie`` the SDK starts on an id of its own, which
 is what the option exists to prevent. And Chromium's own request headers make its page load one
 page view, its ``fetch()`` and its iframe none.
 
@@ -86,13 +88,17 @@ def shop(mixpanel_js: bytes, ingest_url: str, **options: Any) -> flask.Flask:
     @app.get("/pricing")
     @app.get("/login")
     def page() -> str:
-        if flask.request.path == "/login":
-            identify(flask.request.args["user"])
+        user = flask.request.args.get("user") if flask.request.path == "/login" else None
+        if user:
+            identify(user)
         server_id = html.escape(current_device_id() or "")
+        # A logged-in user's page tells the SDK too, as docs/web.md asks.
+        sdk_identify = f"mp.identify({json.dumps(user)});" if user else ""
         return f"""<!doctype html><html><head><script src="/static/mixpanel.js"></script></head><body>
 <pre id="server">{server_id}</pre><pre id="sdk">pending</pre>
 <script>
 mixpanel.init({json.dumps(TOKEN)}, Object.assign({json.dumps(config)}, {{loaded: function (mp) {{
+  {sdk_identify}
   mp.track("Viewed Pricing Table", {{}}, function () {{
     document.getElementById("sdk").textContent = JSON.stringify({{
       distinct_id: mp.get_distinct_id(), device_id: mp.get_property("$device_id"),
@@ -193,12 +199,28 @@ def test_the_sdk_starts_on_the_server_device_id_and_the_first_page_is_one_user(
     assert {e["properties"]["$initial_referrer"] for e in events} == {referrer}
     landing = next(e for e in events if e["event"] == PAGE_VIEW and e["properties"].get("utm_source"))
     assert landing["properties"]["utm_campaign"] == "spring" and landing["properties"]["$referrer"] == referrer
+    assert landing["properties"]["$referring_domain"] == f"localhost:{search.server.server_port}"
 
-    # At the server's login, the profile gets the first touch, with the initial UTM tags the SDK
-    # queued in its cookie (its pending people.set_once) on the first page.
+    # The login: the server's identify() and, in the page, mixpanel.identify(). Both sides' events
+    # name the user and the same device; each side's $identify merges the same $device: id into the
+    # user (the server sends one under Original ID Merge only, the SDK in both modes).
     visit(chromium, tmp_path / "profile", base + "/login?user=u-1")
-    site.flush()
-    (update,) = [p for p in ingest.wait_for(1, what="profiles") if "$set_once" in p]
+    later = events_by_library(site, ingest, 4 + 3 + (id_merge == "original"))[4:]
+    assert sorted((e["event"], e["properties"]["mp_lib"]) for e in later) == sorted(
+        [(PAGE_VIEW, "otel-mixpanel"), ("$identify", "web"), ("Viewed Pricing Table", "web")]
+        + [("$identify", "otel-mixpanel")] * (id_merge == "original"))
+    for event in later:
+        properties = event["properties"]
+        assert (properties["distinct_id"], properties["$device_id"], properties["$user_id"]) == ("u-1", device, "u-1")
+        assert properties["$initial_referrer"] == referrer, event
+        if event["event"] == "$identify":
+            assert properties["$anon_distinct_id"] == prefix + device, event
+
+    # The server's login also gives the profile the first touch, with the initial UTM tags the SDK
+    # queued in its cookie (its pending people.set_once) on the first page; the SDK's own flush of
+    # that queue at identify() carries $device_id, the server's does not.
+    profiles = ingest.wait_for(2, what="profiles")
+    (update,) = [p for p in profiles if "$set_once" in p and "$device_id" not in p]
     assert update["$distinct_id"] == "u-1"
     assert update["$set_once"]["$initial_referrer"] == referrer
     assert update["$set_once"]["initial_utm_source"] == "google"
