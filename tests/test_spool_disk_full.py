@@ -101,6 +101,10 @@ def test_records_sent_while_the_disk_is_full_are_buffered_bounded_and_written_ba
     assert sender.spool.pending()[0] == 65
     assert records_in_file(sender.spool.path) == insert_ids(before)
     assert len(disk_full_lines(caplog)) == 1
+    # The warning names the bound that applies, the memory's, not the spool file's.
+    [overflow] = [r.getMessage() for r in caplog.records if "dropped the 10 oldest" in r.getMessage()]
+    assert "kept in memory" in overflow and "(60 records / 33554432 bytes)" in overflow
+    assert "SPOOL_MAX" not in overflow
 
     os.remove(ballast)
     deadline = time.monotonic() + 15

@@ -177,8 +177,18 @@ class MixpanelSender:
 
     def _log_overflow(self, dropped: int) -> None:
         count = self._overflow.add(dropped)
-        if count:
-            spool = self._spool
+        if not count:
+            return
+        spool = self._spool
+        in_memory = spool.memory_bounds()
+        if in_memory is not None:
+            # Not the spool's own bounds: raising them would not help while the disk is full.
+            logger.warning(
+                "Mixpanel spool %r: while its disk has no room, the records kept in memory reached their bound "
+                "(%d records / %d bytes): dropped the %d oldest records; free disk space",
+                spool.path, *in_memory, count,
+            )
+        else:
             logger.warning(
                 "Mixpanel spool %r is full (%d events / %d bytes at most): dropped the %d oldest records; "
                 "raise %sSPOOL_MAX_EVENTS / %sSPOOL_MAX_BYTES or check why delivery is failing",

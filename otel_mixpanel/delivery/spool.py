@@ -646,6 +646,13 @@ class Spool:
 
     # A full disk: see otel_mixpanel/delivery/disk_full.py.
 
+    def memory_bounds(self) -> tuple[int, int] | None:
+        """While the disk is full, the bounds (events, bytes) of the records kept in memory meanwhile."""
+        fallback = self._fallback
+        if fallback is None or not fallback.full:
+            return None
+        return fallback.buffer.max_events, fallback.buffer.max_bytes
+
     def _disk_refused(self, error: sqlite3.Error) -> DiskFull:
         """The in-memory state to use instead of the disk; re-raises ``error`` unless the disk is full."""
         if self.path is None or not is_disk_full(error, self.path):
