@@ -134,6 +134,7 @@ def test_fastapi_page_view_has_device_referrer_and_campaign(asgi_site, ingest, m
     assert props["current_url_path"] == "/shop/caf%C3%A9"
     assert (props["utm_source"], props["utm_medium"], props["utm_campaign"]) == ("newsletter", "email", "winter")
     assert props["$referrer"] == VISIT["Referer"] and props["$search_engine"] == "google"
+    assert props["mp_keyword"] == "boots"
     assert props["$os"] == "iOS"
     [tracked] = [e for e in events(ingest, "Item Viewed") if e["properties"]["item"] == "café"]
     assert tracked["properties"]["$device_id"] == device

@@ -1,11 +1,11 @@
-"""``$referrer``, ``$referring_domain`` and ``$search_engine`` from the Referer header."""
+"""``$referrer``, ``$referring_domain``, ``$search_engine`` and ``mp_keyword`` from the Referer header."""
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from otel_mixpanel.enrich.first_touch import js_referring_domain
 from otel_mixpanel.enrich.url import redact_url
@@ -18,6 +18,10 @@ _SEARCH_ENGINES = (
     (re.compile(r"(^|\.)yahoo\.com$"), "yahoo"),
     (re.compile(r"(^|\.)duckduckgo\.com$"), "duckduckgo"),
 )
+# The search's words, as mixpanel-js 2.83.0 reads them (_.info.searchInfo, _.getQueryParam): the
+# first "p" (Yahoo) or "q" (the others) anywhere in the referrer, decoded, then "+" read as a space.
+_SEARCH_QUERY = re.compile(r"[?&]q=([^&#]*)")
+_YAHOO_QUERY = re.compile(r"[?&]p=([^&#]*)")
 
 
 def referring_domain(referrer: str) -> str | None:
@@ -56,5 +60,8 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
         for pattern, engine in _SEARCH_ENGINES:
             if pattern.search(domain):
                 properties["$search_engine"] = engine
+                keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(redacted_referrer)
+                if keyword and keyword.group(1):
+                    properties["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
                 break
     return safe_properties(properties)
