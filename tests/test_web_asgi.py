@@ -43,9 +43,9 @@ VISIT = {"Host": "shop.example.com", "User-Agent": IPHONE, "Referer": "https://w
 class AsgiSite:
     """An ASGI app served by uvicorn, its spans exported to Mixpanel (the ingestion server)."""
 
-    def __init__(self, ingest: IngestServer, mode: str) -> None:
+    def __init__(self, ingest: IngestServer, mode: str, **settings: Any) -> None:
         use_semconv_mode(mode)
-        self.exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url))
+        self.exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, **settings))
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=20))
         self.base = ""
@@ -74,8 +74,8 @@ class AsgiSite:
 def asgi_site(ingest: IngestServer) -> Iterator[Callable[[str], AsgiSite]]:
     sites: list[AsgiSite] = []
 
-    def make(mode: str = "old") -> AsgiSite:
-        sites.append(AsgiSite(ingest, mode))
+    def make(mode: str = "old", **settings: Any) -> AsgiSite:
+        sites.append(AsgiSite(ingest, mode, **settings))
         return sites[-1]
 
     yield make
@@ -165,6 +165,24 @@ def test_fastapi_api_calls_and_probes_are_no_page_views(asgi_site, ingest, mode)
     assert len(events(ingest, "Cart Viewed")) == 1 and len(events(ingest, "Item Viewed")) == 3
     [probed] = [e for e in events(ingest, "Item Viewed") if "$device_id" not in e["properties"]]
     assert probed["properties"]["distinct_id"] == ""
+
+
+@pytest.mark.parametrize("mode", SEMCONV_MODES)
+def test_fastapi_behind_a_trusted_tls_proxy_gives_the_client_scheme_host_and_address(asgi_site, ingest, mode):
+    """The proxy headers the ASGI middleware records are believed from a trusted proxy, as under WSGI."""
+    site = asgi_site(mode, trusted_proxies="127.0.0.1", forwarded_host=True)
+    proxied = {**VISIT, "X-Forwarded-For": "::ffff:72.229.28.186", "X-Forwarded-Proto": "https",
+               "X-Forwarded-Host": "www.shop.example"}
+    # uvicorn left to pass the headers on, as a server not told to believe them does.
+    with site.serving(fastapi_app(site), proxy_headers=False):
+        status, headers, _ = site.request("/shop/boots?utm_source=ads", proxied)
+        site.flush()
+    assert status == 200 and "; Secure" in (headers.get("Set-Cookie") or "")
+    [view] = events(ingest, PAGE_VIEW)
+    props = view["properties"]
+    assert props["$current_url"] == "https://www.shop.example/shop/boots?utm_source=ads"
+    assert (props["current_url_protocol"], props["current_domain"]) == ("https:", "www.shop.example")
+    assert props["ip"] == "72.229.28.186"
 
 
 def raw_app_inside(provider: TracerProvider) -> Any:

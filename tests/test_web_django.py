@@ -142,6 +142,28 @@ def test_django_records_what_the_page_view_decision_needs(django_app, ingest):
     assert [c.get("$device_id") for c in carts] == [browser.cookie("did"), None]
 
 
+def test_django_records_a_tls_proxys_headers_as_the_other_middlewares_do(django_app, ingest):
+    app, spans = django_app
+    proxy = {"X-Forwarded-For": "::ffff:72.229.28.186", "X-Forwarded-Proto": "https",
+             "X-Forwarded-Host": "www.shop.example", "Forwarded": "for=72.229.28.186;proto=https",
+             "X-Real-IP": "72.229.28.186", "CF-Connecting-IP": "72.229.28.186", "True-Client-IP": "72.229.28.186"}
+    with serve(app) as url:
+        status, headers, _ = Browser().get(url + "/", headers={**NAVIGATION, **proxy})
+    assert status == 200 and "; Secure" in headers["Set-Cookie"]
+
+    (page,) = server_spans(spans)
+    for name, value in proxy.items():
+        assert page.attributes[f"http.request.header.{name.lower()}"] == (value,), name
+    exporter = MixpanelSpanExporter(**quick_delivery(endpoint=ingest.url, trusted_proxies="127.0.0.1",
+                                                     forwarded_host=True))
+    exporter.export(spans.get_finished_spans())
+    assert exporter.force_flush(5000)
+    exporter.shutdown()
+    (view,) = [e["properties"] for e in ingest.events() if e["event"] == "$mp_web_page_view"]
+    assert (view["$current_url"], view["current_url_protocol"]) == ("https://www.shop.example/", "https:")
+    assert view["ip"] == "72.229.28.186"
+
+
 OUR_MIDDLEWARE = "otel_mixpanel.web.django.MixpanelMiddleware"
 
 COMMON = "django.middleware.common.CommonMiddleware"
