@@ -27,6 +27,21 @@ def test_secrets_in_the_referrer_are_redacted_and_credentials_dropped():
     assert properties["$referring_domain"] == "app.example.com"
 
 
+@pytest.mark.parametrize("referrer, engine", [
+    ("https://www.google.com/", "google"),
+    ("https://mail.google.com/mail/u/0/", "google"),
+    ("https://googleads.g.doubleclick.net/pagead/ads", "google"),  # mixpanel-js's pattern is that loose
+    ("http://www.bing.com/search?q=x", "bing"),
+    ("https://r.search.yahoo.com/_ylt=abc", "yahoo"),
+    ("https://duckduckgo.com/", "duckduckgo"),
+    ("https://news.example.com/?q=google", None),
+    ("android-app://com.google.android.googlequicksearchbox/", None),  # not http(s): not one for the SDK
+    ("https://t.co/abc", None),
+])
+def test_search_engines_as_mixpanel_js_tells_them(referrer, engine):
+    assert referrer_properties(referrer, SENSITIVE).get("$search_engine") == engine
+
+
 @pytest.mark.parametrize("referrer, keyword", [
     ("https://www.bing.com/search?form=QBLH&q=running+shoes%20sale&qs=n", "running shoes sale"),
     ("https://search.yahoo.com/search?q=not-this&p=trail%2Bboots", "trail boots"),  # decoded, then + is a space

@@ -11,12 +11,14 @@ from otel_mixpanel.enrich.first_touch import js_referring_domain
 from otel_mixpanel.enrich.url import redact_url
 from otel_mixpanel.limits import safe_properties
 
-# The search engines Mixpanel's web SDK recognises, matched on the referrer's host.
+# The search engines Mixpanel's web SDK recognises, with its own patterns (mixpanel-js 2.83.0,
+# _.info.searchEngine: referrer.search(pattern) === 0), loose as they are: an ad server's
+# https://googleads.g.doubleclick.net/ is "google" there too.
 _SEARCH_ENGINES = (
-    (re.compile(r"(^|\.)google\.([a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})$"), "google"),
-    (re.compile(r"(^|\.)bing\.com$"), "bing"),
-    (re.compile(r"(^|\.)yahoo\.com$"), "yahoo"),
-    (re.compile(r"(^|\.)duckduckgo\.com$"), "duckduckgo"),
+    (re.compile(r"https?://(.*)google.([^/?]*)"), "google"),
+    (re.compile(r"https?://(.*)bing.com"), "bing"),
+    (re.compile(r"https?://(.*)yahoo.com"), "yahoo"),
+    (re.compile(r"https?://(.*)duckduckgo.com"), "duckduckgo"),
 )
 # The search's words, as mixpanel-js 2.83.0 reads them (_.info.searchInfo, _.getQueryParam): the
 # first "p" (Yahoo) or "q" (the others) anywhere in the referrer, decoded, then "+" read as a space.
@@ -55,13 +57,13 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
     domain = referring_domain(referrer)
     if domain:
         # As mixpanel-js (2.83.0, _.info.referringDomain) writes it, port included, like
-        # $initial_referring_domain; the search engine is told by the host name alone.
+        # $initial_referring_domain.
         properties["$referring_domain"] = js_referring_domain(redacted_referrer) or domain
-        for pattern, engine in _SEARCH_ENGINES:
-            if pattern.search(domain):
-                properties["$search_engine"] = engine
-                keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(redacted_referrer)
-                if keyword and keyword.group(1):
-                    properties["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
-                break
+    for pattern, engine in _SEARCH_ENGINES:
+        if pattern.match(redacted_referrer):
+            properties["$search_engine"] = engine
+            keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(redacted_referrer)
+            if keyword and keyword.group(1):
+                properties["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
+            break
     return safe_properties(properties)
