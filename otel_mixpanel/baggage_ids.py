@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 DEVICE_KEY = "otel_mixpanel.device_id"
 USER_KEY = "otel_mixpanel.user_id"
+# On a job's span whose device id came from the baggage: the user id that came with it ("" for an
+# anonymous request). A job that names another user gets no device id (spans.read_identity), so that
+# Mixpanel never links the enqueuing visitor's device to that user.
+CARRIED_USER_ATTRIBUTE = "otel_mixpanel.job.request_user_id"
 
 
 def request_context(device_id: str | None) -> Context:

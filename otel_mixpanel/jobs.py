@@ -9,7 +9,9 @@ the worker extracts them and starts the task's CONSUMER span with them). So:
 - ``identify()`` and ``set_user()`` add the user id;
 - in the worker, ``BaggageIdentityProcessor`` (also part of ``MixpanelSpanProcessor``)
   copies those entries onto each CONSUMER span as ``enduser.pseudo.id`` / ``enduser.id``,
-  where the exporter reads identity, unless the job set them itself.
+  where the exporter reads identity, unless the job set them itself. A job that then names
+  another user (``enduser.id``) than the request's loses the device id: the visitor's device
+  must not be linked to that user.
 
 Only the two ids travel, under the keys of ``otel_mixpanel.baggage_ids`` (which puts
 them there); the middleware's ``ids_in_baggage=False``
@@ -24,13 +26,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID, ENDUSER_PSEUDO_ID
 from opentelemetry.trace import SpanKind
 
-from otel_mixpanel.baggage_ids import DEVICE_KEY, USER_KEY
+from otel_mixpanel.baggage_ids import CARRIED_USER_ATTRIBUTE, DEVICE_KEY, USER_KEY
 from otel_mixpanel.spans import identity_text
 
 __all__ = ["DEVICE_KEY", "USER_KEY", "BaggageIdentityProcessor", "copy_identity"]
-
-_COPIED = ((DEVICE_KEY, ENDUSER_PSEUDO_ID), (USER_KEY, ENDUSER_ID))
-
 
 def copy_identity(span: Span, parent_context: Context | None) -> None:
     """On a job's CONSUMER span, the ids the enqueuing request put in the baggage."""
@@ -40,10 +39,12 @@ def copy_identity(span: Span, parent_context: Context | None) -> None:
     if not entries:
         return
     recorded = span.attributes or {}
-    for key, attribute in _COPIED:
-        value = identity_text(entries.get(key))
-        if value and attribute not in recorded:
-            span.set_attribute(attribute, value)
+    device_id, user_id = identity_text(entries.get(DEVICE_KEY)), identity_text(entries.get(USER_KEY))
+    if device_id and ENDUSER_PSEUDO_ID not in recorded:
+        span.set_attribute(ENDUSER_PSEUDO_ID, device_id)
+        span.set_attribute(CARRIED_USER_ATTRIBUTE, user_id or "")
+    if user_id and ENDUSER_ID not in recorded:
+        span.set_attribute(ENDUSER_ID, user_id)
 
 
 class BaggageIdentityProcessor(SpanProcessor):

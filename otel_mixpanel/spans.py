@@ -42,6 +42,7 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind
 
+from otel_mixpanel.baggage_ids import CARRIED_USER_ATTRIBUTE
 from otel_mixpanel.limits import truncate_utf8
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
@@ -271,9 +272,13 @@ def identity_text(value: Any) -> str | None:
 
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
     get = attributes.get
-    return IdentityFacts(
-        identity_text(get(enduser.ENDUSER_PSEUDO_ID)),
-        identity_text(get(enduser.ENDUSER_ID) or get(user.USER_ID)),
-        _number(get(geo.GEO_LOCATION_LAT)),
-        _number(get(geo.GEO_LOCATION_LON)),
-    )
+    device_id = identity_text(get(enduser.ENDUSER_PSEUDO_ID))
+    user_id = identity_text(get(enduser.ENDUSER_ID) or get(user.USER_ID))
+    if device_id is not None and user_id is not None and _names_another_user(get(CARRIED_USER_ATTRIBUTE), user_id):
+        device_id = None
+    return IdentityFacts(device_id, user_id, _number(get(geo.GEO_LOCATION_LAT)), _number(get(geo.GEO_LOCATION_LON)))
+
+
+def _names_another_user(carried_user: Any, user_id: str) -> bool:
+    """A job's span whose device id came from the enqueuing request, now naming a user the request did not."""
+    return carried_user is not None and (identity_text(carried_user) or "") != user_id

@@ -199,6 +199,29 @@ def test_a_job_not_tied_to_a_request_has_the_identity_its_span_gives(jobs_ingest
     assert report["properties"]["$user_id"] == "reporting-bot" and "$device_id" not in report["properties"]
 
 
+@pytest.mark.parametrize("request_user", ["user-9", None])
+def test_a_job_naming_another_user_does_not_link_the_visitors_device_to_it(site, jobs_ingest, worker, producer,
+                                                                            instrumentor, request_user):
+    jobs = producer
+    run = f"{request_user} {worker}"
+
+    def share(environ: dict, start_response: Any) -> list[bytes]:
+        if request_user:
+            otel_mixpanel.set_user(request_user)
+        jobs.notify_account_owner.delay("owner-5", run)
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<html>shared</html>"]
+
+    web = site(MixpanelMiddleware(share))
+    instrumentor.instrument(tracer_provider=web.provider)
+    status, _, _ = web.request("/share", headers={"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}"})
+    assert status == 200
+    notified = job_event(jobs_ingest, "Owner Notified", run=run)["properties"]
+    # With the visitor's $device_id, Mixpanel would merge the visitor's device into owner-5.
+    assert notified["$user_id"] == "owner-5" and notified["distinct_id"] == "owner-5"
+    assert "$device_id" not in notified
+
+
 def test_the_request_context_holds_ids_only_and_drops_what_the_client_sent():
     forged = baggage.set_baggage(USER_KEY, "admin", context=baggage.set_baggage("cart", "3"))
     token = context.attach(forged)
