@@ -223,7 +223,7 @@ def _destination(settings: Settings) -> str:
     from otel_mixpanel.delivery.spool import spool_path
 
     parts = urlsplit(settings.endpoint)
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     events = "/import" if settings.uses_import else "/track"
     spool = spool_path(settings) or "in memory (lost if the process dies)"
     return (f"Mixpanel export: events to {parts.scheme}://{host}{events}, profile updates to /engage; "

@@ -48,7 +48,7 @@ class _CapturingSender:
         self.send_many([(endpoint, json_message)])
 
     def send_many(self, messages: Iterable[tuple[str, str]], *, prevalidated: bool = False) -> None:
-        records = []
+        records: list[Record] = []
         for endpoint, message in messages:
             parsed = json.loads(message)
             path = self._events_path if str(endpoint) == "events" else _PATHS.get(str(endpoint), f"/{endpoint}")

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from otel_mixpanel.placeholder_ids import is_placeholder_id
@@ -321,10 +321,10 @@ def stop_serving(server: socketserver.BaseServer) -> None:
     """
     stopper = threading.Thread(target=server.shutdown, name="server-stop", daemon=True)
     stopper.start()
-    address = server.server_address[:2]
+    host, port = cast("tuple[str, int]", server.server_address)[:2]
     while stopper.is_alive():
         try:
-            socket.create_connection(address, timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
         except OSError:
             pass
         stopper.join(0.005)
