@@ -17,12 +17,14 @@ import time
 
 from benchmarks.common import EXPORT_BATCH, Spooled
 from benchmarks.ingest import ServerProcess
+from benchmarks.realistic import PRODUCTION, RealisticStream
 from benchmarks.workload import make_spans, make_visits
 
 
 # (what, file, function): cumulative shares worth naming; a function not called (or renamed) is left out.
 CALLER_STAGES = (
-    ("spans -> request context (attributes, user agent, IP, referrer, campaign, page)", "context.py", "build_context"),
+    ("spans -> request facts (attributes, identity, user agent)", "context.py", "read_request"),
+    ("facts -> request context (IP, referrer, campaign, page, first touch)", "context.py", "enrich_request"),
     ("context -> Mixpanel events", "events.py", "messages"),
     ("events -> JSON, checked for time and size", "exporter.py", "_serialise"),
     ("SQLite spool insert", "spool.py", "put_many"),
@@ -57,11 +59,22 @@ def _top(profiles: list[cProfile.Profile], title: str, limit: int,
     return "\n".join(lines)
 
 
-def profile(requests: int, latency_ms: float, limit: int) -> str:
-    spans = make_spans(make_visits(requests, seed=1))
+def _workload(name: str, requests: int) -> tuple[list, list]:
+    """(warm-up spans, profiled spans): the shop's, or the production-like stream's (warmed by as many
+    requests of the same stream, so its caches are at their steady hit rates)."""
+    if name == "realistic":
+        stream = RealisticStream(PRODUCTION)
+        warm = make_spans(stream.take(max(requests, 20_000)))
+        return warm, make_spans(stream.take(requests))
+    return make_spans(make_visits(200, seed=999)), make_spans(make_visits(requests, seed=1))
+
+
+def profile(requests: int, latency_ms: float, limit: int, workload: str = "shop") -> str:
+    warm_spans, spans = _workload(workload, requests)
     with ServerProcess(latency_ms) as server:
         warm = Spooled(server.url)
-        warm.exporter.export(make_spans(make_visits(200, seed=999)))
+        for first in range(0, len(warm_spans), EXPORT_BATCH):
+            warm.exporter.export(warm_spans[first:first + EXPORT_BATCH])
         warm.exporter.force_flush(60_000)
         warm.close()
 
@@ -106,8 +119,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--limit", type=int, default=25)
+    parser.add_argument("--workload", choices=("shop", "realistic"), default="shop",
+                        help="the benchmark shop's requests, or the production-like stream of benchmarks/realistic.py")
     args = parser.parse_args()
-    print(profile(args.requests, args.latency_ms, args.limit))
+    print(profile(args.requests, args.latency_ms, args.limit, args.workload))
 
 
 if __name__ == "__main__":
