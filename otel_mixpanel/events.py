@@ -68,22 +68,31 @@ class EventBuilder:
         self._settings = settings
         self._excluded = frozenset(settings.excluded_events)
 
-    def may_produce(self, trace: LocalTrace, facts: RequestFacts) -> bool:
+    def page_view(self, facts: RequestFacts) -> bool:
+        """Whether the request is a page view to send; the exporter decides it once per request
+        and hands it to ``may_produce`` and ``messages``."""
+        return facts.http is not None and is_page_view(facts.http, facts.user_agent.is_automated, self._settings)
+
+    def may_produce(self, trace: LocalTrace, facts: RequestFacts, page_view: bool | None = None) -> bool:
         """False when ``messages`` would give nothing for this request (a crawler not tracked, a
         request that is no page view and whose spans have no events), so that the exporter need
         not enrich it: API calls, assets and redirects are a third of a site's requests."""
         if facts.is_bot and not self._settings.track_bots:
             return False
-        return (any(span_events(span) for span in trace.spans)
-                or (facts.http is not None and is_page_view(facts.http, facts.user_agent.is_automated,
-                                                            self._settings)))
+        if page_view is None:
+            page_view = self.page_view(facts)
+        return page_view or any(span_events(span) for span in trace.spans)
 
-    def messages(self, trace: LocalTrace, context: RequestContext) -> Iterator[Message]:
+    def messages(self, trace: LocalTrace, context: RequestContext, page_view: bool | None = None
+                 ) -> Iterator[Message]:
+        """The request's messages; ``page_view`` is ``page_view()``'s answer when already known."""
         if context.is_bot and not self._settings.track_bots:
             return
         identity = identity_properties(context.device_id, context.user_id)
         server_span = context.server_span
-        if server_span is not None and is_page_view(context.http, context.is_automated, self._settings):
+        if page_view is None:
+            page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
+        if page_view and server_span is not None:
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
                               {**context.properties, **context.page}, identity)
         for span in trace.spans:

@@ -157,11 +157,12 @@ class MixpanelSpanExporter(SpanExporter):
         facts = read_request(trace, self._settings)
         if headers_unrecorded(facts.http, facts.user_agent.is_automated, self._settings):
             self._warn_once("page-view-headers", UNRECORDED_HEADERS_ADVICE)
-        if not self._builder.may_produce(trace, facts):
+        page_view = self._builder.page_view(facts)
+        if not self._builder.may_produce(trace, facts, page_view):
             # An API call without business events, an asset, a crawler: nothing to enrich.
             return []
         context = enrich_request(facts, self._settings, self._sensitive)
-        messages = list(self._builder.messages(trace, context))
+        messages = list(self._builder.messages(trace, context, page_view))
         # Automated clients (health checkers, scripts) are given no device id on purpose.
         if messages and not context.device_id and not context.user_id and not context.is_automated:
             self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))

@@ -137,7 +137,11 @@ def test_requests_that_give_no_message_are_known_before_enrichment(changes, hand
     local = _request({**REQUEST, **changes}, handler)
     builder = EventBuilder(configured)
     messages = list(builder.messages(local, build_context(local, configured, frozenset())))
-    admitted = builder.may_produce(local, read_request(local, configured))
+    facts = read_request(local, configured)
+    admitted = builder.may_produce(local, facts)
     assert admitted is not skipped
+    assert builder.may_produce(local, facts, builder.page_view(facts)) is admitted
+    context = build_context(local, configured, frozenset())
+    assert list(builder.messages(local, context, builder.page_view(facts))) == messages
     assert admitted or not messages
     assert bool(messages) is not skipped
