@@ -231,6 +231,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Paths ending in one of these are static assets, never page views."),
     Setting("excluded_events", "EXCLUDED_EVENTS", ("exception",), _word_list, "comma-separated span-event names",
             "Span events that never become Mixpanel events."),
+    Setting("included_events", "INCLUDED_EVENTS", (), _word_list, "comma-separated span-event names",
+            "When set, only span events with one of these names become Mixpanel events (EXCLUDED_EVENTS still "
+            "applies); empty: all. Page views and the helpers' identify and profile updates are never filtered."),
     Setting("track_bots", "TRACK_BOTS", False, _flag, "true or false",
             "Send events for requests from crawlers and synthetic clients."),
     Setting("browser_names", "BROWSER_NAMES", "mixpanel", _choice("mixpanel", "ua-parser"), "mixpanel or ua-parser",
@@ -325,6 +328,7 @@ class Settings:
     page_view_exclude: tuple[str, ...] = _default("page_view_exclude")
     static_extensions: tuple[str, ...] = _default("static_extensions")
     excluded_events: tuple[str, ...] = _default("excluded_events")
+    included_events: tuple[str, ...] = _default("included_events")
     track_bots: bool = _default("track_bots")
     browser_names: str = _default("browser_names")
     trusted_proxies: TrustedProxies = _default("trusted_proxies")

@@ -67,6 +67,7 @@ class EventBuilder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._excluded = frozenset(settings.excluded_events)
+        self._included = frozenset(settings.included_events)
 
     def page_view(self, facts: RequestFacts) -> bool:
         """Whether the request is a page view to send; the exporter decides it once per request
@@ -102,9 +103,13 @@ class EventBuilder:
                     yield from self._first_touch_update(context)
                 elif span_event.name == SET_PROFILE_EVENT:
                     yield from self._profile_update(span_event.attributes, context)
-                elif span_event.name and span_event.name not in self._excluded:
+                elif self._is_tracked(span_event.name):
                     yield self._event(span_event.name, span, str(index), span_event.timestamp,
                                       {**context.properties, **_own_properties(span_event.attributes)}, identity)
+
+    def _is_tracked(self, name: str) -> bool:
+        """Whether a business event of this name is sent: not denied, and allowed when an allow-list is set."""
+        return bool(name) and name not in self._excluded and (not self._included or name in self._included)
 
     def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
                properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:

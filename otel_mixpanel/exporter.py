@@ -65,6 +65,7 @@ class MixpanelSpanExporter(SpanExporter):
         page_view_exclude: Sequence[str] | str | None = None,
         static_extensions: Sequence[str] | str | None = None,
         excluded_events: Sequence[str] | str | None = None,
+        included_events: Sequence[str] | str | None = None,
         track_bots: bool | str | None = None,
         browser_names: str | None = None,
         trusted_proxies: TrustedProxies | int | Sequence[str] | str | None = None,

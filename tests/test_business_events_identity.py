@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 import pytest
@@ -256,3 +257,33 @@ def test_the_warning_for_a_job_without_identity_points_at_the_job_span(pipeline,
         ingest.wait_for(1)
     [warning] = [r.getMessage() for r in caplog.records if "without a user" in r.getMessage()]
     assert "not an HTTP request" in warning and "docs/identity.md" in warning
+
+
+@pytest.mark.parametrize(("included", "excluded", "expected"), [
+    ([], ["exception"], ["$mp_web_page_view", "Checkout", "Signed Up", "debug.checkpoint"]),
+    (["Checkout", "Signed Up"], ["exception"], ["$mp_web_page_view", "Checkout", "Signed Up"]),
+    (["Checkout", "Signed Up", "exception"], ["exception", "Signed Up"], ["$mp_web_page_view", "Checkout"]),
+    ("Checkout", [], ["$mp_web_page_view", "Checkout"]),
+])
+def test_an_allow_list_of_span_events_works_with_the_deny_list(site_factory, ingest, included, excluded, expected):
+    def handler(tracer, environ):
+        span = trace.get_current_span()
+        span.set_attribute("enduser.pseudo.id", DEVICE)
+        span.record_exception(ValueError("boom"))
+        span.add_event("debug.checkpoint")
+        otel_mixpanel.track("Checkout", {"cart": 3})
+        with tracer.start_as_current_span("signup"):
+            otel_mixpanel.track("Signed Up")
+        otel_mixpanel.set_profile({"plan": "pro"})
+
+    site = serve(site_factory, handler, included_events=included, excluded_events=excluded, anonymous_profiles=True)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert sorted(e["event"] for e in ingest.events()) == expected
+    # The helpers' own records are not span events a list filters.
+    assert [u["$set"] for u in ingest.profile_updates()] == [{"plan": "pro"}]
+
+
+def test_included_events_come_from_the_environment():
+    os.environ["OTEL_EXPORTER_MIXPANEL_INCLUDED_EVENTS"] = "Checkout, Signed Up"
+    assert otel_mixpanel.Settings.load().included_events == ("Checkout", "Signed Up")
