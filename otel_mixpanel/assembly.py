@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -69,7 +69,7 @@ def is_local_root(span: ReadableSpan) -> bool:
 
 
 class TraceAssembler:
-    def __init__(self, wait_seconds: float, clock=time.monotonic) -> None:
+    def __init__(self, wait_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._wait = wait_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -142,8 +142,8 @@ class TraceAssembler:
         self._waiting_bytes -= size
         return mine
 
-    def _release(self, should_release) -> list[LocalTrace]:
-        released = []
+    def _release(self, should_release: Callable[[_Waiting], bool]) -> list[LocalTrace]:
+        released: list[LocalTrace] = []
         while self._waiting:
             trace_id, waiting = next(iter(self._waiting.items()))
             if not should_release(waiting):

@@ -140,7 +140,7 @@ _FETCH_MODE_HEADER = _header_keys("sec-fetch-mode")
 _CONTENT_TYPE_HEADER = _header_keys("content-type", RESPONSE_HEADER_PREFIX)
 
 
-def _header(get: Callable[[str], Any], keys: tuple[str, str]) -> tuple[str, ...]:
+def _header(get: Callable[[str], Any], keys: tuple[str, ...]) -> tuple[str, ...]:
     for key in keys:
         value = get(key)
         if value is None:

@@ -99,7 +99,7 @@ class IngestServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = cast("tuple[str, int]", self._server.server_address)[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> IngestServer:
@@ -278,7 +278,9 @@ class IngestServer:
                          "failed_records": failed, "num_records_imported": len(good), "status": "Bad Request"}
         return 200, {"code": 200, "num_records_imported": len(good), "status": "OK"}
 
-    def _accept_simple(self, path, query, headers, raw, arrived_at, records, verbose, origin) -> tuple[int, Any]:
+    def _accept_simple(self, path: str, query: dict[str, list[str]], headers: dict[str, str], raw: bytes,
+                       arrived_at: float, records: list[dict[str, Any]], verbose: bool,
+                       origin: tuple[list[str], str]) -> tuple[int, Any]:
         problems = [p for p in map(_SIMPLE_PROBLEMS[path], records) if p]
         status = 400 if problems else 200
         with self.lock:
