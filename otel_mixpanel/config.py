@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -115,6 +117,21 @@ def _endpoint(env: str, raw: str) -> str:
             "or https://api-eu.mixpanel.com (the API paths are appended)"
         )
     return value
+
+
+def _json_object(env: str, raw: str) -> Mapping[str, Any] | None:
+    """A JSON object's text as a read-only mapping (the settings are frozen); empty text: None."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{env}: expected a JSON object of property names and values, "
+                          'e.g. {"app": "shop", "region": "eu"}')
+    return MappingProxyType(value)
 
 
 # Headers a proxy writes the client's address in: lists each proxy appends to, then single addresses.
@@ -234,6 +251,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("included_events", "INCLUDED_EVENTS", (), _word_list, "comma-separated span-event names",
             "When set, only span events with one of these names become Mixpanel events (EXCLUDED_EVENTS still "
             "applies); empty: all. Page views and the helpers' identify and profile updates are never filtered."),
+    Setting("super_properties", "SUPER_PROPERTIES", None, _json_object, "JSON object",
+            "Properties added to every event, as mixpanel-js's register(): the event's own properties win over "
+            "them, they win over the request's automatic properties; identity and deduplication keys are ignored."),
     Setting("track_bots", "TRACK_BOTS", False, _flag, "true or false",
             "Send events for requests from crawlers and synthetic clients."),
     Setting("browser_names", "BROWSER_NAMES", "mixpanel", _choice("mixpanel", "ua-parser"), "mixpanel or ua-parser",
@@ -294,6 +314,8 @@ def env_name(setting: Setting) -> str:
 
 def _argument(setting: Setting, value: Any) -> Any:
     """A value given in code, checked by the same rules as its environment variable."""
+    if isinstance(value, Mapping):
+        value = json.dumps(dict(value), default=str)
     if isinstance(value, (list, tuple, set, frozenset)):
         value = ",".join(str(item) for item in value)
     if isinstance(value, (str, int, float)):
@@ -329,6 +351,7 @@ class Settings:
     static_extensions: tuple[str, ...] = _default("static_extensions")
     excluded_events: tuple[str, ...] = _default("excluded_events")
     included_events: tuple[str, ...] = _default("included_events")
+    super_properties: Mapping[str, Any] | None = _default("super_properties")
     track_bots: bool = _default("track_bots")
     browser_names: str = _default("browser_names")
     trusted_proxies: TrustedProxies = _default("trusted_proxies")

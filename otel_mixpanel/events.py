@@ -68,6 +68,8 @@ class EventBuilder:
         self._settings = settings
         self._excluded = frozenset(settings.excluded_events)
         self._included = frozenset(settings.included_events)
+        # Like an event's own properties, super properties never replace what identity and dedup rest on.
+        self._super = {key: value for key, value in (settings.super_properties or {}).items() if key not in KEPT}
 
     def page_view(self, facts: RequestFacts) -> bool:
         """Whether the request is a page view to send; the exporter decides it once per request
@@ -90,22 +92,24 @@ class EventBuilder:
         if context.is_bot and not self._settings.track_bots:
             return
         identity = identity_properties(context.device_id, context.user_id)
+        # mixpanel-js 2.83.0's track(): automatic properties < super properties < the event's own.
+        base = {**context.properties, **self._super} if self._super else context.properties
         server_span = context.server_span
         if page_view is None:
             page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
         if page_view and server_span is not None:
             yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
-                              {**context.properties, **context.page}, identity)
+                              {**base, **context.page}, identity)
         for span in trace.spans:
             for index, span_event in enumerate(span_events(span)):
                 if span_event.name == IDENTIFY_EVENT:
-                    yield from self._identify(span, index, span_event.timestamp, context)
+                    yield from self._identify(span, index, span_event.timestamp, context, base)
                     yield from self._first_touch_update(context)
                 elif span_event.name == SET_PROFILE_EVENT:
                     yield from self._profile_update(span_event.attributes, context)
                 elif self._is_tracked(span_event.name):
                     yield self._event(span_event.name, span, str(index), span_event.timestamp,
-                                      {**context.properties, **_own_properties(span_event.attributes)}, identity)
+                                      {**base, **_own_properties(span_event.attributes)}, identity)
 
     def _is_tracked(self, name: str) -> bool:
         """Whether a business event of this name is sent: not denied, and allowed when an allow-list is set."""
@@ -126,13 +130,13 @@ class EventBuilder:
         return Message(EVENTS, {"event": truncate_utf8(name), "properties": properties})
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
-                  context: RequestContext) -> Iterator[Message]:
+                  context: RequestContext, base: Mapping[str, Any]) -> Iterator[Message]:
         """Original ID Merge links the device to the user with one ``$identify`` at login, carrying
         the request's properties as mixpanel-js's does; Simplified ID Merge links them through the
         first event carrying both ids, and ignores ``$identify``."""
         if self._settings.id_merge != ORIGINAL or not context.device_id or not context.user_id:
             return
-        yield self._event("$identify", span, f"identify{index}", timestamp, {**context.properties},
+        yield self._event("$identify", span, f"identify{index}", timestamp, {**base},
                           identify_properties(context.device_id, context.user_id))
 
     def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -66,6 +66,7 @@ class MixpanelSpanExporter(SpanExporter):
         static_extensions: Sequence[str] | str | None = None,
         excluded_events: Sequence[str] | str | None = None,
         included_events: Sequence[str] | str | None = None,
+        super_properties: Mapping[str, Any] | str | None = None,
         track_bots: bool | str | None = None,
         browser_names: str | None = None,
         trusted_proxies: TrustedProxies | int | Sequence[str] | str | None = None,
