@@ -150,8 +150,19 @@ def lazy_app(environ, start_response):
 
 def test_parse_cookies_is_lenient_and_keeps_cookies_after_a_broken_part():
     cookies = parse_cookies('a=1; broken; =x; b="two"; c=; a=3; ;;')
-    assert cookies == {"a": ["1", "3"], "b": ["two"], "c": [""]}
+    assert cookies == {"a": ("1", "3"), "b": ("two",), "c": ("",)}
     assert parse_cookies(None) == {} and parse_cookies(b"a=1") == {}
+
+
+def test_parsed_cookies_are_shared_read_only_and_long_headers_are_parsed_alike():
+    header = "otel_mp_device_id=3f2c4b1e-8d7a-4c2e-9b1f-0a1b2c3d4e5f; session=abc"
+    first = parse_cookies(header)
+    with pytest.raises(TypeError):
+        first["session"] = ("forged",)  # type: ignore[index]
+    assert parse_cookies(header) == first and first["session"] == ("abc",)
+    long_header = "; ".join(f"c{index}=" + "v" * 60 for index in range(80)) + "; a=1; a=2"
+    assert len(long_header) > 4096
+    assert parse_cookies(long_header)["a"] == ("1", "2") and len(parse_cookies(long_header)) == 81
 
 
 @pytest.mark.parametrize("value, expected", [

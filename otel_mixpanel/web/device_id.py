@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from functools import lru_cache
 from time import time
+from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
@@ -177,16 +178,28 @@ def new_device_id() -> str:
     return str(uuid.uuid4())
 
 
-def parse_cookies(header: object) -> dict[str, list[str]]:
+def parse_cookies(header: object) -> Mapping[str, tuple[str, ...]]:
     """Every value of every cookie in a Cookie header, in order; malformed parts are skipped.
 
     ``http.cookies.SimpleCookie`` stops at the first part it cannot parse, losing the
-    cookies after it, so a lenient split is used instead.
+    cookies after it, so a lenient split is used instead. The mapping is read-only: the
+    same one is handed to every caller of the request (device id, first touch, the SDK's
+    cookie) and to the browser's next requests, which send the same header.
     """
-    cookies: dict[str, list[str]] = {}
     if not isinstance(header, str):
-        return cookies
-    for part in header[:_MAX_COOKIE_HEADER].split(";"):
+        return _NO_COOKIES
+    header = header[:_MAX_COOKIE_HEADER]
+    # Longer headers are parsed each time, so hostile ones cannot pin much memory in the cache.
+    return _parse_cookies_cached(header) if len(header) <= _CACHED_COOKIE_HEADER else _parse_cookie_text(header)
+
+
+_NO_COOKIES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+_CACHED_COOKIE_HEADER = 4096
+
+
+def _parse_cookie_text(header: str) -> Mapping[str, tuple[str, ...]]:
+    cookies: dict[str, list[str]] = {}
+    for part in header.split(";"):
         name, sep, value = part.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name:
@@ -194,7 +207,10 @@ def parse_cookies(header: object) -> dict[str, list[str]]:
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1]
         cookies.setdefault(name, []).append(value)
-    return cookies
+    return MappingProxyType({name: tuple(values) for name, values in cookies.items()})
+
+
+_parse_cookies_cached = lru_cache(maxsize=256)(_parse_cookie_text)
 
 
 def valid_device_id(value: object) -> str | None:
@@ -207,7 +223,7 @@ def valid_device_id(value: object) -> str | None:
     return value
 
 
-def js_cookie_data(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> Iterator[Mapping[str, Any]]:
+def js_cookie_data(cookies: Mapping[str, tuple[str, ...]], options: DeviceIdOptions) -> Iterator[Mapping[str, Any]]:
     """The Mixpanel JavaScript SDK's persisted properties (its cookie's URL-encoded JSON), each readable value in order.
 
     The mappings may be shared with other callers: never change them.
@@ -233,7 +249,7 @@ def _decode_js_cookie(value: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def js_device_id(cookies: Mapping[str, list[str]], options: DeviceIdOptions) -> str | None:
+def js_device_id(cookies: Mapping[str, tuple[str, ...]], options: DeviceIdOptions) -> str | None:
     """The device id the Mixpanel JavaScript SDK keeps in its cookie, if there is a usable one.
 
     The cookie is URL-encoded JSON; the id is ``$device_id``, or ``distinct_id`` when that
@@ -277,7 +293,7 @@ def resolve_device(environ: Mapping[str, Any], options: DeviceIdOptions) -> Devi
     """
     cookies = parse_cookies(environ.get("HTTP_COOKIE"))
     secure = is_secure_request(environ)
-    own = next(filter(None, map(valid_device_id, cookies.get(options.cookie_name, []))), None)
+    own = next(filter(None, map(valid_device_id, cookies.get(options.cookie_name, ()))), None)
     from_js = js_device_id(cookies, options) if options.reuse_js_device_id else None
     if from_js:
         # Our cookie follows the JS SDK's id, so that requests the SDK's cookie does not

@@ -73,7 +73,7 @@ def resolve_first_touch(cookie_header: object, referer: object, query: object, o
     if not options.first_touch:
         return None
     cookies = parse_cookies(cookie_header)
-    own = next(filter(None, map(_own_cookie, cookies.get(options.first_touch_cookie_name, []))), None)
+    own = next(filter(None, map(_own_cookie, cookies.get(options.first_touch_cookie_name, ()))), None)
     from_js = next(filter(None, map(_from_js_cookie, js_cookie_data(cookies, options))), None)
     if from_js is not None:
         return FirstTouchState(from_js, "mixpanel-js", may_set_cookie and own is None)
