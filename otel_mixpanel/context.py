@@ -175,8 +175,11 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     path, query = http.path, http.query
     short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
-    properties.update(page.every_event)
     first_touch = _first_touch(facts.spans, sensitive)
+    if first_touch.campaign:
+        # The browser's stored campaign, as mixpanel-js's super properties; the URL's own parameters win.
+        properties.update(first_touch.campaign.copy())  # type: ignore[attr-defined]
+    properties.update(page.every_event)
     properties.update(first_touch.every_event.copy())  # type: ignore[attr-defined]
     properties.update(location)
     page_view = page.page_view

@@ -230,8 +230,12 @@ def test_first_visit_cookie_round_trips_and_only_new_utm_rewrites_it():
     assert first.source == "new" and first.write_cookie
     assert (first.touch.referrer, first.touch.referring_domain) == ("https://www.bing.com/search?q=x", "www.bing.com")
     header = f"{FIRST_TOUCH_COOKIE}={encode_first_touch(first.touch)}"
+    same = resolve_first_touch(header, "https://elsewhere.example/", "utm_term=x", OPTIONS)
+    assert same.source == "cookie" and same.touch == first.touch and not same.write_cookie
     again = resolve_first_touch(header, "https://elsewhere.example/", "utm_source=other", OPTIONS)
-    assert again.source == "cookie" and again.touch == first.touch and not again.write_cookie
+    # The first touch stays; the current campaign takes the new source and keeps the stored term.
+    assert again.touch._replace(campaign=()) == first.touch._replace(campaign=()) and again.write_cookie
+    assert again.touch.campaign == (("utm_source", "other"), ("utm_term", "x"))
 
     no_utm = resolve_first_touch("", None, "", OPTIONS)
     header = f"{FIRST_TOUCH_COOKIE}={encode_first_touch(no_utm.touch)}"

@@ -141,6 +141,22 @@ def test_fastapi_page_view_has_device_referrer_and_campaign(asgi_site, ingest, m
     assert tracked["properties"]["utm_source"] == "newsletter"
 
 
+def test_fastapi_keeps_the_campaign_for_the_browsers_later_events(asgi_site, ingest):
+    site = asgi_site()
+    with site.serving(fastapi_app(site)):
+        _, headers, _ = site.request(CAMPAIGN_PATH, VISIT)
+        cookies = "; ".join(value.split(";")[0] for value in headers.get_all("Set-Cookie") or ())
+        site.request("/shop/boots?utm_medium=social", {**VISIT, "Cookie": cookies})
+        site.flush()
+
+    later = [e for e in ingest.events() if e["properties"].get("item") == "boots" or
+             e["properties"].get("current_url_path") == "/shop/boots"]
+    assert sorted(e["event"] for e in later) == ["$mp_web_page_view", "Item Viewed"]
+    for event in later:
+        props = event["properties"]
+        assert (props["utm_source"], props["utm_medium"], props["utm_campaign"]) == ("newsletter", "social", "winter")
+
+
 @pytest.mark.parametrize("mode", SEMCONV_MODES)
 def test_fastapi_api_calls_and_probes_are_no_page_views(asgi_site, ingest, mode):
     site = asgi_site(mode)

@@ -237,6 +237,11 @@ def test_django_keeps_the_first_touch_in_its_cookie(django_app):
         assert span.attributes["otel_mixpanel.initial_utm_term"] == "shoes"
     assert after.attributes["otel_mixpanel.initial_referrer"] == "$direct"
     assert "otel_mixpanel.initial_utm_source" not in after.attributes
+    # The current campaign, for every later event of the browser, until the logout clears it.
+    for span in (first, second, logout_span):
+        assert span.attributes["otel_mixpanel.campaign.utm_source"] == "bing"
+        assert span.attributes["otel_mixpanel.campaign.utm_term"] == "shoes"
+    assert not [name for name in after.attributes if name.startswith("otel_mixpanel.campaign.")]
 
 
 def test_django_writes_the_js_sdk_cookie_for_a_new_visitor(django_app):

@@ -35,6 +35,10 @@ REFERRER_ATTRIBUTE = "otel_mixpanel.initial_referrer"
 REFERRING_DOMAIN_ATTRIBUTE = "otel_mixpanel.initial_referring_domain"
 UTM_ATTRIBUTES = tuple((f"otel_mixpanel.{key}", key) for key in INITIAL_UTM_KEYS)
 _UTM_ATTRIBUTE_NAMES = frozenset(attribute for attribute, _ in UTM_ATTRIBUTES)
+# The browser's current campaign, as mixpanel-js keeps its utm_* super properties: one attribute per
+# CAMPAIGN_PARAMETERS name that has a stored value (the request's own URL parameters are merged in).
+CAMPAIGN_ATTRIBUTES = tuple(f"otel_mixpanel.campaign.{name}" for name in CAMPAIGN_PARAMETERS)
+_CAMPAIGN_ATTRIBUTE_NAMES = frozenset(CAMPAIGN_ATTRIBUTES)
 
 
 def js_referring_domain(referrer: str) -> str:
@@ -62,10 +66,12 @@ def initial_utm(query: str | None) -> dict[str, str | None]:
 
 
 class FirstTouchProperties(NamedTuple):
-    """What a request's first touch adds: to every event, and to the profile with ``$set_once``."""
+    """What a request's first touch adds: to every event, and to the profile with ``$set_once``;
+    ``campaign``: the stored ``utm_*``, under the request's own URL parameters on every event."""
 
     every_event: Mapping[str, Any]
     profile: Mapping[str, Any]
+    campaign: Mapping[str, Any] = MappingProxyType({})
 
 
 NO_FIRST_TOUCH = FirstTouchProperties(MappingProxyType({}), MappingProxyType({}))
@@ -80,7 +86,18 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     # Most first touches had no UTM parameters: one pass over the span's keys (in C) tells.
     utm = () if _UTM_ATTRIBUTE_NAMES.isdisjoint(attributes) else tuple(
         (key, value) for attribute, key in UTM_ATTRIBUTES if type(value := attributes.get(attribute)) is str and value)
-    return _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
+    touch = _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
+    if _CAMPAIGN_ATTRIBUTE_NAMES.isdisjoint(attributes):
+        return touch
+    return touch._replace(campaign=_campaign(tuple(
+        (name, value) for attribute, name in zip(CAMPAIGN_ATTRIBUTES, CAMPAIGN_PARAMETERS)
+        if type(value := attributes.get(attribute)) is str and value)))
+
+
+# A campaign link brings many browsers: each campaign's properties are made once.
+@lru_cache(maxsize=1024)
+def _campaign(pairs: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+    return MappingProxyType(safe_properties(dict(pairs)))
 
 
 # First touches repeat ("$direct", a search engine's home page): the properties are built once each.

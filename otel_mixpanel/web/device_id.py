@@ -55,7 +55,9 @@ class DeviceIdOptions:
     ``OTEL_EXPORTER_MIXPANEL_TOKEN`` variable; unset: any ``mp_*_mixpanel`` cookie);
     ``js_cookie_name`` gives that cookie's full name instead.
     ``first_touch`` keeps each browser's first referrer and UTM parameters in the
-    ``first_touch_cookie_name`` cookie (see ``otel_mixpanel.web.first_touch``).
+    ``first_touch_cookie_name`` cookie (see ``otel_mixpanel.web.first_touch``), and with it the browser's
+    current ``utm_*`` for its later events, as mixpanel-js does by default; ``stop_utm_persistence=True``
+    stops that (and clears what was stored), as the SDK's option of that name does.
     ``write_js_cookie`` writes the JS SDK's cookie for browsers that have none, so that the
     SDK starts on the server's device id (see ``otel_mixpanel.web.js_cookie``), with the
     ``$device:<id>`` distinct_id the SDK uses in either ID Merge mode. ``js_tracks_page_views`` states whether the page's SDK
@@ -74,6 +76,7 @@ class DeviceIdOptions:
     js_cookie_name: str | None = None
     first_touch: bool = True
     first_touch_cookie_name: str = DEFAULT_FIRST_TOUCH_COOKIE_NAME
+    stop_utm_persistence: bool = False
     write_js_cookie: bool = False
     js_tracks_page_views: bool | None = None
     ids_in_baggage: bool = True
@@ -98,8 +101,9 @@ class DeviceIdOptions:
                 raise ValueError(f"{name}={value!r}: expected a cookie name (letters, digits, -_.)")
         if self.first_touch_cookie_name == self.cookie_name:
             raise ValueError("first_touch_cookie_name must differ from cookie_name")
-        if not isinstance(self.first_touch, bool):
-            raise ValueError(f"first_touch={self.first_touch!r}: expected True or False")
+        for flag in ("first_touch", "stop_utm_persistence"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag}={getattr(self, flag)!r}: expected True or False")
         if isinstance(self.max_age, bool) or not isinstance(self.max_age, int) or self.max_age <= 0:
             raise ValueError(f"max_age={self.max_age!r}: expected a positive number of seconds")
         if not isinstance(self.samesite, str) or self.samesite.capitalize() not in ("Lax", "Strict", "None"):

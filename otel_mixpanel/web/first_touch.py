@@ -1,4 +1,4 @@
-"""A browser's first touch: read from mixpanel-js's cookie, else kept in a cookie of our own.
+"""A browser's first touch and current campaign: read from mixpanel-js's cookie, else kept in a cookie of our own.
 
 mixpanel-js (followed: mixpanel-browser 2.83.0, see ``otel_mixpanel.enrich.first_touch``)
 registers ``$initial_referrer`` and ``$initial_referring_domain`` once per browser in its
@@ -7,6 +7,13 @@ pending ``people.set_once``) until ``identify()``. When that cookie has them, th
 otherwise the middleware keeps the same facts in its own cookie, set on the first visit
 (with the UTM parameters of the first visit that had any, as the SDK's queue keeps the
 first value of each ``set_once``).
+
+The same cookie keeps the browser's current campaign, as mixpanel-js 2.83.0 does with its defaults
+(``store_google: true``, ``stop_utm_persistence: false``): at every page load ``_set_default_superprops``
+calls ``register(_.info.campaignParams())``, which registers the ``utm_*`` parameters the page's URL has,
+overwriting those stored under the same names and keeping the others (a merge: nothing is cleared), so
+every later event carries the last value seen of each. Click ids are not stored (only page views carry
+them). With ``stop_utm_persistence`` the SDK unregisters all ten at load, and so does this module.
 
 Nothing here depends on WSGI: decisions take the Cookie header, Referer and query string,
 and answer what to record on the span and which cookies to set.
@@ -22,14 +29,16 @@ from typing import Any, Mapping, NamedTuple
 
 from opentelemetry.trace import Span
 
+from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, query_campaign_properties
 from otel_mixpanel.enrich.first_touch import (
+    CAMPAIGN_ATTRIBUTES,
     INITIAL_REFERRER,
     INITIAL_REFERRING_DOMAIN,
     INITIAL_UTM_KEYS,
     REFERRER_ATTRIBUTE,
     REFERRING_DOMAIN_ATTRIBUTE,
+    INITIAL_UTM_PREFIX,
     initial_referrer,
-    initial_utm,
 )
 from otel_mixpanel.web.cookies import SetCookie
 from otel_mixpanel.web.device_id import DeviceIdOptions, DeviceState, js_cookie_data, parse_cookies
@@ -41,20 +50,27 @@ MAX_UTM_CHARS = 255
 _MAX_COOKIE_VALUE = 3500
 _UTM_ATTRIBUTES = {key: f"otel_mixpanel.{key}" for key in INITIAL_UTM_KEYS}
 # Ever shorter cuts of the referrer and the UTM values, until the value fits; the last always does.
-_SHORTER = ((MAX_REFERRER_CHARS, MAX_UTM_CHARS), (255, 64), (32, 8))
+_SHORTER = ((MAX_REFERRER_CHARS, MAX_UTM_CHARS), (255, 64), (32, 8), (32, 4))
 _SET_ONCE_QUEUE = "__mpso"
 _UTM_ORDER = {key: index for index, key in enumerate(INITIAL_UTM_KEYS)}
+_CAMPAIGN_ORDER = {key: index for index, key in enumerate(CAMPAIGN_PARAMETERS)}
+_CAMPAIGN_ATTRIBUTES = dict(zip(CAMPAIGN_PARAMETERS, CAMPAIGN_ATTRIBUTES))
+
+Pairs = tuple[tuple[str, str], ...]
 
 
 class FirstTouch(NamedTuple):
     referrer: str
     referring_domain: str
     # The non-empty initial_utm_* values, in the SDK's order; () when no visit had UTM parameters.
-    utm: tuple[tuple[str, str], ...] = ()
+    utm: Pairs = ()
+    # The browser's current utm_* values (the SDK's registered super properties), in the SDK's order.
+    campaign: Pairs = ()
 
     def as_properties(self) -> dict[str, str]:
-        """The first touch under mixpanel-js's property names."""
-        return {INITIAL_REFERRER: self.referrer, INITIAL_REFERRING_DOMAIN: self.referring_domain, **dict(self.utm)}
+        """The first touch and current campaign under mixpanel-js's property names."""
+        return {INITIAL_REFERRER: self.referrer, INITIAL_REFERRING_DOMAIN: self.referring_domain, **dict(self.utm),
+                **dict(self.campaign)}
 
 
 class FirstTouchState(NamedTuple):
@@ -68,34 +84,79 @@ def resolve_first_touch(cookie_header: object, referer: object, query: object, o
                         may_set_cookie: bool = True) -> FirstTouchState | None:
     """The request's first touch: mixpanel-js's, else our cookie's, else this request's; None when turned off.
 
-    ``may_set_cookie`` is False when the request gets no device cookie either (then it gets no first-touch cookie).
+    Its ``campaign`` is the stored one (the SDK's, else our cookie's) with this URL's ``utm_*`` merged in, as
+    the SDK registers them. ``may_set_cookie`` is False when the request gets no device cookie either (then it
+    gets no first-touch cookie).
     """
     if not options.first_touch:
         return None
     cookies = parse_cookies(cookie_header)
     own = next(filter(None, map(_own_cookie, cookies.get(options.first_touch_cookie_name, ()))), None)
     from_js = next(filter(None, map(_from_js_cookie, js_cookie_data(cookies, options))), None)
+    page = _campaign_of(query)
+    persist = not options.stop_utm_persistence
     if from_js is not None:
-        return FirstTouchState(from_js, "mixpanel-js", may_set_cookie and own is None)
+        touch = from_js._replace(campaign=_merge(from_js.campaign, page) if persist else ())
+        # Our cookie is only a fallback here, written once: the SDK's cookie is the one both sides follow.
+        return FirstTouchState(touch, "mixpanel-js", may_set_cookie and own is None)
     if own is not None:
-        later_utm = _utm_of(query) if not own.utm else ()
-        if later_utm:
-            return FirstTouchState(FirstTouch(own.referrer, own.referring_domain, later_utm), "cookie", may_set_cookie)
-        return FirstTouchState(own, "cookie", False)
+        if not page and (persist or not own.campaign):
+            return FirstTouchState(own, "cookie", False)
+        touch = own._replace(utm=own.utm or _initial(page), campaign=_merge(own.campaign, page) if persist else ())
+        return FirstTouchState(touch, "cookie", may_set_cookie and touch != own)
     referrer, domain = initial_referrer(referer if isinstance(referer, str) else None)
-    return FirstTouchState(FirstTouch(referrer[:MAX_REFERRER_CHARS], domain[:MAX_REFERRER_CHARS], _utm_of(query)),
-                           "new", may_set_cookie)
+    touch = FirstTouch(referrer[:MAX_REFERRER_CHARS], domain[:MAX_REFERRER_CHARS], _initial(page),
+                       page if persist else ())
+    return FirstTouchState(touch, "new", may_set_cookie)
 
 
-def _utm_of(query: object) -> tuple[tuple[str, str], ...]:
+def _campaign_of(query: object) -> Pairs:
+    """The URL's non-empty ``utm_*`` values, as ``_.info.campaignParams()`` finds them, in the SDK's order."""
     if not isinstance(query, str) or "utm_" not in query.lower():
         return ()
-    found = initial_utm(query)
-    return tuple((key, value[:MAX_UTM_CHARS]) for key, value in found.items() if value)
+    return _cached_campaign(query) if len(query) <= _CACHED_QUERY_CHARS else _parse_campaign(query)
+
+
+# Campaign links repeat across browsers; longer queries are parsed each time, so they pin no memory.
+_CACHED_QUERY_CHARS = 512
+
+
+@lru_cache(maxsize=1024)
+def _cached_campaign(query: str) -> Pairs:
+    return _parse_campaign(query)
+
+
+def _parse_campaign(query: str) -> Pairs:
+    found = query_campaign_properties(query)
+    return tuple((key, value[:MAX_UTM_CHARS]) for key in CAMPAIGN_PARAMETERS
+                 if isinstance(value := found.get(key), str) and value)
+
+
+def _initial(campaign: Pairs) -> Pairs:
+    """A first campaign as the profile's ``initial_utm_*``."""
+    return tuple((INITIAL_UTM_PREFIX + key, value) for key, value in campaign)
+
+
+def _merge(stored: Pairs, page: Pairs) -> Pairs:
+    """``register(page)`` over ``stored``: the page's values replace those of the same names, the rest stay."""
+    if not page:
+        return stored
+    merged = {**dict(stored), **dict(page)}
+    return tuple(sorted(merged.items(), key=lambda pair: _CAMPAIGN_ORDER[pair[0]]))
 
 
 def _text(value: object, limit: int) -> str | None:
     return value[:limit] if isinstance(value, str) and value.strip() else None
+
+
+def _known_values(source: object, order: Mapping[str, int]) -> Pairs:
+    """The non-empty text values of ``source`` under the names in ``order``, cut and sorted by it."""
+    if not isinstance(source, Mapping):
+        return ()
+    # The source holds a handful of keys; looking each of them up beats trying all ten UTM names.
+    found = [(key, text) for key, value in source.items()
+             if key in order and (text := _text(value, MAX_UTM_CHARS)) is not None]
+    return tuple(sorted(found, key=lambda pair: order[pair[0]]))
 
 
 def _parse(data: Mapping[str, Any], utm_source: object) -> FirstTouch | None:
@@ -105,17 +166,11 @@ def _parse(data: Mapping[str, Any], utm_source: object) -> FirstTouch | None:
     domain = _text(data.get(INITIAL_REFERRING_DOMAIN), MAX_REFERRER_CHARS)
     if domain is None:
         domain = initial_referrer(referrer)[1]
-    utm: tuple[tuple[str, str], ...] = ()
-    if isinstance(utm_source, Mapping):
-        # The source holds a handful of keys; looking each of them up beats trying all ten UTM names.
-        found = [(key, text) for key, value in utm_source.items()
-                 if key in _UTM_ORDER and (text := _text(value, MAX_UTM_CHARS)) is not None]
-        utm = tuple(sorted(found, key=lambda pair: _UTM_ORDER[pair[0]]))
-    return FirstTouch(referrer, domain, utm)
+    return FirstTouch(referrer, domain, _known_values(utm_source, _UTM_ORDER), _known_values(data, _CAMPAIGN_ORDER))
 
 
 def _from_js_cookie(data: Mapping[str, Any]) -> FirstTouch | None:
-    """The SDK's registered referrer; its ``initial_utm_*`` wait in the pending ``set_once`` queue."""
+    """The SDK's registered referrer and ``utm_*``; its ``initial_utm_*`` wait in the pending ``set_once`` queue."""
     return _parse(data, data.get(_SET_ONCE_QUEUE))
 
 
@@ -142,7 +197,8 @@ def encode_first_touch(touch: FirstTouch) -> str:
     """
     for referrer_limit, utm_limit in _SHORTER:
         value = _encode(FirstTouch(touch.referrer[:referrer_limit], touch.referring_domain[:referrer_limit],
-                                   tuple((key, text[:utm_limit]) for key, text in touch.utm)).as_properties())
+                                   tuple((key, text[:utm_limit]) for key, text in touch.utm),
+                                   tuple((key, text[:utm_limit]) for key, text in touch.campaign)).as_properties())
         if len(value) <= _MAX_COOKIE_VALUE:
             break
     return value
@@ -154,7 +210,7 @@ def _encode(properties: Mapping[str, str]) -> str:
 
 
 def record_first_touch(span: Span, state: FirstTouchState | None) -> None:
-    """Write the first touch on the server span, where the exporter reads it (``enrich.first_touch``)."""
+    """Write the first touch and campaign on the server span, where the exporter reads them (``enrich.first_touch``)."""
     if state is None:
         return
     touch = state.touch
@@ -162,6 +218,8 @@ def record_first_touch(span: Span, state: FirstTouchState | None) -> None:
     span.set_attribute(REFERRING_DOMAIN_ATTRIBUTE, touch.referring_domain)
     for key, value in touch.utm:
         span.set_attribute(_UTM_ATTRIBUTES[key], value)
+    for key, value in touch.campaign:
+        span.set_attribute(_CAMPAIGN_ATTRIBUTES[key], value)
 
 
 def first_touch_cookies(state: FirstTouchState | None, device: DeviceState,
