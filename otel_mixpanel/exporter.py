@@ -32,6 +32,7 @@ from otel_mixpanel.context import enrich_request, read_request
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
 from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
+from otel_mixpanel.hooks import BeforeSend, BeforeSendHook
 from otel_mixpanel.page_views import UNRECORDED_HEADERS_ADVICE, headers_unrecorded
 
 logger = logging.getLogger("otel_mixpanel")
@@ -39,9 +40,11 @@ logger = logging.getLogger("otel_mixpanel")
 class MixpanelSpanExporter(SpanExporter):
     """Sends what spans say about requests and business events to Mixpanel.
 
-    Every keyword argument is a setting of ``otel_mixpanel.config.SETTINGS``, documented in
-    docs/configuration.md; one left as None comes from its ``OTEL_EXPORTER_MIXPANEL_*``
+    Every keyword argument but ``before_send`` is a setting of ``otel_mixpanel.config.SETTINGS``,
+    documented in docs/configuration.md; one left as None comes from its ``OTEL_EXPORTER_MIXPANEL_*``
     environment variable, else its default. A text value is parsed as the variable would be.
+    ``before_send(record, endpoint)`` (code only, ``otel_mixpanel.hooks``) may change or drop each
+    event and profile or group update before it is kept for delivery.
     """
 
     def __init__(
@@ -86,9 +89,11 @@ class MixpanelSpanExporter(SpanExporter):
         retry_initial_ms: int | str | None = None,
         retry_max_ms: int | str | None = None,
         compression: str | None = None,
+        before_send: BeforeSendHook | None = None,
     ) -> None:
         arguments = {name: value for name, value in locals().items() if name in SETTINGS_BY_NAME}
         self._settings = Settings.load(arguments)
+        self._before_send = BeforeSend(before_send) if before_send is not None else None
         self._sensitive = frozenset(self._settings.redact_query_params)
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
         self._builder = EventBuilder(self._settings)
@@ -173,13 +178,24 @@ class MixpanelSpanExporter(SpanExporter):
     def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:
         serialised: list[tuple[str, str]] = []
         for message in messages:
+            body = message.body
+            if self._before_send is not None:
+                hooked = self._before_send(body, message.endpoint.value)
+                if hooked is None:
+                    continue
+                body = hooked
             if message.endpoint == EVENTS:
-                text = self._admission.event_json(message.body, KEPT)
+                text = self._admission.event_json(body, KEPT)
                 if text is not None:
                     serialised.append((self._events_endpoint, text))
             else:
-                serialised.append((message.endpoint, dumps(message.body).decode()))
+                serialised.append((message.endpoint, dumps(body).decode()))
         return serialised
+
+    @property
+    def before_send(self) -> BeforeSend | None:
+        """The ``before_send`` hook as run: counts of the records it dropped and of those it failed on."""
+        return self._before_send
 
     @property
     def admission(self) -> Admission:
