@@ -334,6 +334,7 @@ def test_helpers_in_tasks_and_executors(asgi_site, ingest):
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         await loop.run_in_executor(None, context.run, otel_mixpanel.track, "Executor Event", {})
+        await asyncio.to_thread(otel_mixpanel.track, "To Thread Event")  # copies the context itself
         return PlainTextResponse("ok")
 
     app.add_middleware(MixpanelMiddleware)
@@ -344,7 +345,7 @@ def test_helpers_in_tasks_and_executors(asgi_site, ingest):
         assert connection.getresponse().status == 200
         connection.close()
         site.flush()
-    for name in ("Task Event", "Executor Event"):
+    for name in ("Task Event", "Executor Event", "To Thread Event"):
         [event] = events(ingest, name)
         assert (event["properties"]["$device_id"], event["properties"]["$user_id"]) == (UUID4, "user-7")
 
