@@ -200,6 +200,10 @@ def test_the_sdk_starts_on_the_server_device_id_and_the_first_page_is_one_user(
     landing = next(e for e in events if e["event"] == PAGE_VIEW and e["properties"].get("utm_source"))
     assert landing["properties"]["utm_campaign"] == "spring" and landing["properties"]["$referrer"] == referrer
     assert landing["properties"]["$referring_domain"] == f"localhost:{search.server.server_port}"
+    # Both sides' events of the later page carry the landing's campaign too: the SDK's utm_* super
+    # properties, which the server reads from the SDK's cookie.
+    assert {(e["properties"].get("utm_source"), e["properties"].get("utm_campaign")) for e in events} == {
+        ("google", "spring")}
 
     # The login: the server's identify() and, in the page, mixpanel.identify(). Both sides' events
     # name the user and the same device; each side's $identify merges the same $device: id into the
@@ -213,6 +217,7 @@ def test_the_sdk_starts_on_the_server_device_id_and_the_first_page_is_one_user(
         properties = event["properties"]
         assert (properties["distinct_id"], properties["$device_id"], properties["$user_id"]) == ("u-1", device, "u-1")
         assert properties["$initial_referrer"] == referrer, event
+        assert (properties.get("utm_source"), properties.get("utm_campaign")) == ("google", "spring"), event
         if event["event"] == "$identify":
             assert properties["$anon_distinct_id"] == prefix + device, event
 
