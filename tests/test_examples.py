@@ -131,6 +131,8 @@ def check_events(events: list[dict], profiles: list[dict], device: str) -> None:
     for event in events:
         assert event["properties"]["$initial_referrer"] == "https://www.google.com/", event
         assert event["properties"]["$initial_referring_domain"] == "www.google.com", event
+        # And the ad's campaign, as mixpanel-js keeps its utm_* super properties.
+        assert (event["properties"]["utm_source"], event["properties"]["utm_campaign"]) == ("google", "spring"), event
     first_touch = [p["$set_once"] for p in profiles if p.get("$distinct_id") == user_id and "$set_once" in p]
     assert first_touch and first_touch[0]["initial_utm_campaign"] == "spring", profiles
 
