@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from otel_mixpanel.api import identify, set_profile, set_user, track
+from otel_mixpanel.api import identify, set_group, set_group_profile, set_profile, set_user, track
 from otel_mixpanel.version import __version__
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ __all__ = [
     "Settings",
     "__version__",
     "identify",
+    "set_group",
+    "set_group_profile",
     "set_profile",
     "set_user",
     "track",

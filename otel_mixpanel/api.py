@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from opentelemetry import baggage, trace
 from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_ID, ENDUSER_PSEUDO_ID
@@ -22,6 +22,11 @@ logger = logging.getLogger("otel_mixpanel")
 # Span events with these names carry instructions for the exporter, not business events.
 IDENTIFY_EVENT = "otel_mixpanel.identify"
 SET_PROFILE_EVENT = "otel_mixpanel.set_profile"
+SET_GROUP_EVENT = "otel_mixpanel.set_group"
+SET_GROUP_PROFILE_EVENT = "otel_mixpanel.set_group_profile"
+# Attributes of the group instructions; the group profile's own properties share the event with them.
+GROUP_KEY_ATTRIBUTE = "otel_mixpanel.group_key"
+GROUP_ID_ATTRIBUTE = "otel_mixpanel.group_id"
 USER_ID_ATTRIBUTE = "user_id"
 
 
@@ -129,3 +134,37 @@ def set_profile(properties: Mapping[str, Any]) -> None:
     if not properties:
         return
     trace.get_current_span().add_event(SET_PROFILE_EVENT, attributes=dict(properties))
+
+
+def _group_key(group_key: str) -> str:
+    if not isinstance(group_key, str) or not group_key.strip():
+        raise ValueError("a group key must be a non-empty property name, e.g. 'company'")
+    return group_key.strip()
+
+
+def set_group(group_key: str, group_ids: str | int | Sequence[str | int]) -> None:
+    """Say that the request's user belongs to ``group_ids`` of ``group_key`` (e.g. ``"company", "acme"``).
+
+    As mixpanel-js's ``set_group`` (2.83.0), which registers ``{group_key: [ids]}`` as a super
+    property and ``people.set``s it: every event of the request carries ``group_key`` with the
+    list of ids, and the identified user's profile gets it too. Ids are sent as text.
+    """
+    key = _group_key(group_key)
+    ids = [group_ids] if isinstance(group_ids, (str, int)) else list(group_ids)
+    texts = [str(group_id).strip() for group_id in ids if str(group_id).strip()]
+    if not texts:
+        raise ValueError("set_group() needs at least one non-empty group id")
+    trace.get_current_span().add_event(SET_GROUP_EVENT, attributes={GROUP_KEY_ATTRIBUTE: key,
+                                                                     GROUP_ID_ATTRIBUTE: texts})
+
+
+def set_group_profile(group_key: str, group_id: str | int, properties: Mapping[str, Any]) -> None:
+    """Set properties on the profile of group ``group_id`` of ``group_key`` (``/groups`` ``$set``)."""
+    key = _group_key(group_key)
+    identifier = str(group_id).strip()
+    if not identifier:
+        raise ValueError("set_group_profile() needs a non-empty group id")
+    if not properties:
+        return
+    trace.get_current_span().add_event(SET_GROUP_PROFILE_EVENT, attributes={
+        **properties, GROUP_KEY_ATTRIBUTE: key, GROUP_ID_ATTRIBUTE: identifier})

@@ -11,12 +11,13 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_mixpanel.api import IDENTIFY_EVENT, SET_PROFILE_EVENT
+from otel_mixpanel.api import IDENTIFY_EVENT, SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.context import RequestContext, RequestFacts
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.enrich.client_ip import geolocation_ip
+from otel_mixpanel.groups import group_membership, group_update, request_groups
 from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
 from otel_mixpanel.span_reads import span_events
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
@@ -32,6 +33,7 @@ RESERVED = frozenset({"distinct_id", "time", "$insert_id", "token", "$device_id"
 KEPT = RESERVED | {"ip"}
 EVENTS = Endpoint.EVENTS
 PROFILES = Endpoint.PEOPLE
+GROUPS = Endpoint.GROUPS
 
 
 class Message(NamedTuple):
@@ -92,8 +94,10 @@ class EventBuilder:
         if context.is_bot and not self._settings.track_bots:
             return
         identity = identity_properties(context.device_id, context.user_id)
-        # mixpanel-js 2.83.0's track(): automatic properties < super properties < the event's own.
-        base = {**context.properties, **self._super} if self._super else context.properties
+        # mixpanel-js 2.83.0's track(): automatic properties < super properties (set_group() registers one,
+        # after those configured) < the event's own.
+        groups = request_groups(trace)
+        base = {**context.properties, **self._super, **groups} if self._super or groups else context.properties
         server_span = context.server_span
         if page_view is None:
             page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
@@ -107,9 +111,23 @@ class EventBuilder:
                     yield from self._first_touch_update(context)
                 elif span_event.name == SET_PROFILE_EVENT:
                     yield from self._profile_update(span_event.attributes, context)
+                elif span_event.name in (SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT):
+                    yield from self._group_messages(span_event.name, span_event.attributes, context)
                 elif self._is_tracked(span_event.name):
                     yield self._event(span_event.name, span, str(index), span_event.timestamp,
                                       {**base, **_own_properties(span_event.attributes)}, identity)
+
+    def _group_messages(self, name: str, attributes: Any, context: RequestContext) -> Iterator[Message]:
+        """set_group(): the user's profile gets the membership too, as mixpanel-js's people.set of it;
+        set_group_profile(): the group's own ``/groups`` update."""
+        if name == SET_GROUP_EVENT:
+            membership = group_membership(attributes)
+            if membership:
+                yield from self._profile_update(membership, context)
+            return
+        update = group_update(attributes, self._settings.token)
+        if update is not None:
+            yield Message(GROUPS, update)
 
     def _is_tracked(self, name: str) -> bool:
         """Whether a business event of this name is sent: not denied, and allowed when an allow-list is set."""
