@@ -7,7 +7,7 @@ load this, not the SDK.
 from __future__ import annotations
 
 from contextvars import Token
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from opentelemetry import baggage, context
 from opentelemetry.context import Context
@@ -52,3 +52,16 @@ def carry_user(user_id: str, device_id: str | None) -> None:
     if device_id:
         ctx = baggage.set_baggage(DEVICE_KEY, device_id, context=ctx)
     context.attach(ctx)
+
+
+def carried_ids() -> dict[str, str]:
+    """The ids the request carries now (the user too, after ``identify()``), to carry on while its body streams."""
+    return {key: str(value) for key in (DEVICE_KEY, USER_KEY) if (value := baggage.get_baggage(key))}
+
+
+def attach_carried(ids: Mapping[str, str]) -> Token[Context]:
+    """Attach ``carried_ids()``'s ids, and no client-sent ones; the caller detaches the token."""
+    ctx = baggage.remove_baggage(DEVICE_KEY, context=baggage.remove_baggage(USER_KEY))
+    for key, value in ids.items():
+        ctx = baggage.set_baggage(key, value, context=ctx)
+    return context.attach(ctx)

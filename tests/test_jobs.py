@@ -199,6 +199,31 @@ def test_a_job_not_tied_to_a_request_has_the_identity_its_span_gives(jobs_ingest
     assert report["properties"]["$user_id"] == "reporting-bot" and "$device_id" not in report["properties"]
 
 
+def test_a_job_enqueued_while_a_streamed_body_is_produced_carries_the_request_ids(site, jobs_ingest, worker,
+                                                                                  producer, instrumentor):
+    jobs = producer
+
+    def export(environ: dict, start_response: Any) -> Iterator[bytes]:
+        otel_mixpanel.identify("user-11")
+
+        def rows() -> Iterator[bytes]:
+            yield b"id,total\n"
+            # After the application returned: the server is sending the body.
+            jobs.send_receipt.delay(f"streamed {worker}")
+            yield b"1,49.5\n"
+
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        return rows()
+
+    web = site(MixpanelMiddleware(export))
+    instrumentor.instrument(tracer_provider=web.provider)
+    status, _, _ = web.request("/export.csv", headers={"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}",
+                                                        "baggage": f"{USER_KEY}=admin"})
+    assert status == 200
+    receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"streamed {worker}")["properties"]
+    assert (receipt["$device_id"], receipt["$user_id"]) == (DEVICE, "user-11")
+
+
 @pytest.mark.parametrize("request_user", ["user-9", None])
 def test_a_job_naming_another_user_does_not_link_the_visitors_device_to_it(site, jobs_ingest, worker, producer,
                                                                             instrumentor, request_user):

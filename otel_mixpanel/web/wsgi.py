@@ -10,12 +10,14 @@ while the span is current.
 from __future__ import annotations
 
 import inspect
+from contextvars import Token
 from typing import Any, Callable, Iterable, Iterator
 
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from otel_mixpanel.baggage_ids import attach_request, device_id_to_carry
+from otel_mixpanel.baggage_ids import attach_carried, attach_request, carried_ids, device_id_to_carry
 from otel_mixpanel.web.attributes import content_type_of, record_request, record_response_content_type
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
 from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
@@ -58,17 +60,21 @@ class MixpanelMiddleware:
                 headers = [*headers, *(("Set-Cookie", cookie.header()) for cookie in extra)]
             return start_response(status, headers, *exc_info)
 
+        # Inside the instrumentation, the context can be set around each step of the body (below);
+        # outside it, the instrumentation's body holds its span's context across steps, which ours must not cut.
+        inside_instrumentation = span is not None
         token = _current.set(state)
         carried = attach_request(device_id_to_carry(state, self.options))
         try:
             body = self.app(environ, _start_response)
+            ids = carried_ids() if inside_instrumentation else None
         finally:
             context.detach(carried)
             _current.reset(token)
         if isinstance(body, (list, tuple)) or _is_file_wrapper(body, environ):
             # No application code runs while these are sent (and servers send a file wrapper with sendfile).
             return body
-        return _BodyWithDevice(body, state)
+        return _BodyWithDevice(body, state, ids)
 
 
 def _is_asgi(app: object) -> bool:
@@ -85,24 +91,27 @@ class _BodyWithDevice:
 
     A streaming body (a generator, a framework's streamed response) runs application code
     after the application returned, as opentelemetry-instrumentation-wsgi keeps the span
-    current for it. The device id is set around each step rather than across the whole
+    current for it. The device id (and the request's ids in the baggage) is set around each step rather than across the whole
     iteration, so that it is always reset in the context that set it, whichever thread
     the server closes the response from. ``close()`` is always passed on (PEP 3333).
     """
 
-    def __init__(self, body: Iterable[bytes], state: DeviceState) -> None:
+    def __init__(self, body: Iterable[bytes], state: DeviceState, ids: dict[str, str] | None) -> None:
         self._body = body
         self._state = state
+        # The request's ids in the baggage, for jobs enqueued while the body is produced; None: context untouched.
+        self._ids = ids
 
     def __iter__(self) -> Iterator[bytes]:
         iterator = iter(self._body)
         while True:
-            token = _current.set(self._state)
+            token, carried = _current.set(self._state), self._attach_ids()
             try:
                 chunk = next(iterator)
             except StopIteration:
                 return
             finally:
+                self._detach_ids(carried)
                 _current.reset(token)
             yield chunk
 
@@ -110,11 +119,20 @@ class _BodyWithDevice:
         close = getattr(self._body, "close", None)
         if close is None:
             return
-        token = _current.set(self._state)
+        token, carried = _current.set(self._state), self._attach_ids()
         try:
             close()
         finally:
+            self._detach_ids(carried)
             _current.reset(token)
+
+    def _attach_ids(self) -> Token[Context] | None:
+        return attach_carried(self._ids) if self._ids is not None else None
+
+    @staticmethod
+    def _detach_ids(carried: Token[Context] | None) -> None:
+        if carried is not None:
+            context.detach(carried)
 
 
 def _record_on_current_span(environ: dict[str, Any], state: DeviceState,
