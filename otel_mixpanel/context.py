@@ -168,6 +168,10 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     ip = anonymise(proxied.client, settings.ip_mode) if proxied.client else None
     if ip:
         properties["ip"] = ip
+    first_touch = _first_touch(facts.spans, sensitive)
+    if first_touch.campaign:
+        # The browser's stored campaign and search, as mixpanel-js's super properties; the request's own win.
+        properties.update(first_touch.campaign.copy())  # type: ignore[attr-defined]
     if http.referer:
         properties.update(referrer_properties(http.referer, sensitive))
     # What the client used, as a trusted proxy tells it, else what reached the application.
@@ -175,10 +179,6 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     path, query = http.path, http.query
     short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
     page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
-    first_touch = _first_touch(facts.spans, sensitive)
-    if first_touch.campaign:
-        # The browser's stored campaign, as mixpanel-js's super properties; the URL's own parameters win.
-        properties.update(first_touch.campaign.copy())  # type: ignore[attr-defined]
     properties.update(page.every_event)
     properties.update(first_touch.every_event.copy())  # type: ignore[attr-defined]
     properties.update(location)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS
+from otel_mixpanel.enrich.first_touch import read_first_touch
 from otel_mixpanel.web.device_id import DeviceIdOptions
 from otel_mixpanel.web.first_touch import MAX_UTM_CHARS, FirstTouch, encode_first_touch, resolve_first_touch
 
@@ -32,6 +33,10 @@ SPRING = {"utm_source": "google", "utm_medium": "cpc", "utm_campaign": "spring"}
 
 def campaign_of(event: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event["properties"].items() if k.startswith("utm_")}
+
+
+def search_of(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    return event["properties"].get("$search_engine"), event["properties"].get("mp_keyword")
 
 
 def test_a_landings_campaign_is_on_every_later_event_of_the_browser(site, ingest):
@@ -63,6 +68,28 @@ def test_a_new_campaign_replaces_the_values_it_has_and_the_pages_own_win(site, i
     assert [campaign_of(e) for e in events] == [SPRING, merged, merged]
 
 
+def test_the_search_engine_and_words_stay_until_another_search_engine_sends_the_browser(site, ingest):
+    shop_site = site()
+    client = Client(shop_site)
+    client.open("/", referer=GOOGLE_SEARCH)
+    client.open("/pricing", referer=client.base + "/")
+    client.open("/login", form={"user": "u-2"}, referer=client.base + "/pricing")
+    # register(searchInfo(referrer)) in the SDK: a search without words keeps the older words.
+    client.open("/", referer="https://www.bing.com/")
+    client.open("/pricing", referer="https://mail.example.org/")
+
+    events, _ = received(shop_site, ingest, events=5, profiles=1)
+    assert [search_of(e) for e in events] == [("google", "running shoes")] * 3 + [("bing", "running shoes")] * 2
+
+
+def test_stored_search_words_are_redacted_when_the_referrers_are():
+    attributes = {"otel_mixpanel.initial_referrer": "$direct", "otel_mixpanel.campaign.search_engine": "bing",
+                  "otel_mixpanel.campaign.mp_keyword": "my secret", "otel_mixpanel.campaign.utm_source": "x"}
+    assert dict(read_first_touch(attributes, frozenset({"q"})).campaign) == {
+        "$search_engine": "bing", "mp_keyword": "redacted", "utm_source": "x"}
+    assert read_first_touch(attributes, frozenset({"token"})).campaign["mp_keyword"] == "my secret"
+
+
 def test_the_mixpanel_js_cookies_stored_campaign_is_used_in_hybrid(site, ingest):
     shop_site = site()
     client = Client(shop_site)
@@ -71,6 +98,7 @@ def test_the_mixpanel_js_cookies_stored_campaign_is_used_in_hybrid(site, ingest)
         "distinct_id": "$device:0b1c2d3e-4f50-4a61-8b72-9c8d7e6f5a4b", "$device_id": "0b1c2d3e-4f50-4a61-8b72-9c8d7e6f5a4b",
         "$initial_referrer": "$direct", "$initial_referring_domain": "$direct",
         "utm_source": "facebook", "utm_medium": "social", "utm_term": None, "utm_bogus": "x",
+        "$search_engine": "duckduckgo", "mp_keyword": "red shoes",
     }), safe="-_.!~*'()")
     client.open("/pricing", cookie=js)
     # Our cookie starts from the SDK's, for requests the SDK's cookie does not reach.
@@ -80,6 +108,7 @@ def test_the_mixpanel_js_cookies_stored_campaign_is_used_in_hybrid(site, ingest)
     events, _ = received(shop_site, ingest, events=2)
     stored = {"utm_source": "facebook", "utm_medium": "social"}
     assert [campaign_of(e) for e in events] == [stored, {**stored, "utm_campaign": "summer"}]
+    assert [search_of(e) for e in events] == [("duckduckgo", "red shoes")] * 2
 
 
 def test_logout_clears_the_campaign_as_mixpanel_reset_does(site, ingest):
@@ -92,6 +121,7 @@ def test_logout_clears_the_campaign_as_mixpanel_reset_does(site, ingest):
     events, _ = received(shop_site, ingest, events=3)
     # The logout request itself still belongs to the visit that had the campaign.
     assert [campaign_of(e) for e in events] == [SPRING, SPRING, {}]
+    assert [search_of(e) for e in events] == [("google", "running shoes")] * 2 + [(None, None)]
 
 
 def test_stop_utm_persistence_keeps_the_campaign_on_its_own_page_only(site, ingest):
@@ -106,6 +136,8 @@ def test_stop_utm_persistence_keeps_the_campaign_on_its_own_page_only(site, inge
 
     events, _ = received(shop_site, ingest, events=2)
     assert [campaign_of(e) for e in events] == [SPRING, {}]
+    # The SDK keeps the search engine whatever stop_utm_persistence says.
+    assert [search_of(e) for e in events] == [("google", "running shoes")] * 2
 
 
 # --- cookie decisions, without a server -------------------------------------------------------
@@ -116,26 +148,30 @@ OPTIONS = DeviceIdOptions.build(environ={}, mixpanel_token="tok")
 
 @pytest.mark.parametrize("stored", [
     {"utm_source": 5, "utm_medium": ["x"], "utm_campaign": {"a": 1}, "utm_term": "  ", "utm_content": None},
-    {"utm_evil": "x", "UTM_SOURCE": "y", "gclid": "z", "$search_engine": "google"},
+    {"utm_evil": "x", "UTM_SOURCE": "y", "gclid": "z", "$search_engine": ["google"], "mp_keyword": 3},
 ])
 def test_odd_stored_values_are_left_out(stored):
     value = b64(json.dumps({"$initial_referrer": "$direct", **stored}))
     state = resolve_first_touch(f"{FIRST_TOUCH_COOKIE}={value}", None, None, OPTIONS)
-    assert state.source == "cookie" and state.touch.campaign == ()
+    assert state.source == "cookie" and state.touch.campaign == () == state.touch.search
     js = "mp_tok_mixpanel=" + urllib.parse.quote(json.dumps({"$initial_referrer": "$direct", **stored}))
-    assert resolve_first_touch(js, None, None, OPTIONS).touch.campaign == ()
+    assert resolve_first_touch(js, None, None, OPTIONS).touch[3:] == ((), ())
 
 
 @pytest.mark.parametrize("character", ["a", "é", "😀", "\x00"])
 def test_a_huge_campaign_is_cut_to_fit_the_cookie_and_reads_back(character):
     query = "&".join(f"{name}={urllib.parse.quote(character * 5000)}" for name in CAMPAIGN_PARAMETERS)
-    state = resolve_first_touch("", "https://x.example/" + character * 3000, query, OPTIONS)
+    referrer = "https://www.google.com/search?q=" + urllib.parse.quote(character * 3000)
+    state = resolve_first_touch("", referrer, query, OPTIONS)
     assert [len(value) for _, value in state.touch.campaign] == [MAX_UTM_CHARS] * len(CAMPAIGN_PARAMETERS)
+    # The words of a referrer cut at 1024 characters.
+    assert state.touch.search[0] == ("$search_engine", "google") and state.touch.search[1][1].startswith(character * 50)
     value = encode_first_touch(state.touch)
     assert len(value) <= 3500
     again = resolve_first_touch(f"{FIRST_TOUCH_COOKIE}={value}", None, None, OPTIONS)
     assert [key for key, _ in again.touch.campaign] == list(CAMPAIGN_PARAMETERS)
     assert all(text and set(text) == {character} for _, text in again.touch.campaign)
+    assert again.touch.search[0] == ("$search_engine", "google") and again.touch.search[1][1].startswith(character)
 
 
 def test_a_stored_campaign_unchanged_by_the_page_is_not_written_again():

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, query_campaign_properties
-from otel_mixpanel.enrich.url import redact_url
+from otel_mixpanel.enrich.url import REDACTED, redact_url
 from otel_mixpanel.limits import safe_properties
 
 MIXPANEL_JS_VERSION = "2.83.0"
@@ -38,7 +38,13 @@ _UTM_ATTRIBUTE_NAMES = frozenset(attribute for attribute, _ in UTM_ATTRIBUTES)
 # The browser's current campaign, as mixpanel-js keeps its utm_* super properties: one attribute per
 # CAMPAIGN_PARAMETERS name that has a stored value (the request's own URL parameters are merged in).
 CAMPAIGN_ATTRIBUTES = tuple(f"otel_mixpanel.campaign.{name}" for name in CAMPAIGN_PARAMETERS)
-_CAMPAIGN_ATTRIBUTE_NAMES = frozenset(CAMPAIGN_ATTRIBUTES)
+# The browser's last search engine and search words, as mixpanel-js keeps them as super properties.
+SEARCH_PROPERTIES = ("$search_engine", "mp_keyword")
+SEARCH_ATTRIBUTES = ("otel_mixpanel.campaign.search_engine", "otel_mixpanel.campaign.mp_keyword")
+_STORED_ATTRIBUTES = tuple(zip(CAMPAIGN_ATTRIBUTES + SEARCH_ATTRIBUTES, CAMPAIGN_PARAMETERS + SEARCH_PROPERTIES))
+_CAMPAIGN_ATTRIBUTE_NAMES = frozenset(CAMPAIGN_ATTRIBUTES + SEARCH_ATTRIBUTES)
+# Where the search's words come from (see enrich.referrer): when one is sensitive, so is mp_keyword.
+_SEARCH_WORD_PARAMETERS = frozenset({"p", "q"})
 
 
 def js_referring_domain(referrer: str) -> str:
@@ -67,7 +73,8 @@ def initial_utm(query: str | None) -> dict[str, str | None]:
 
 class FirstTouchProperties(NamedTuple):
     """What a request's first touch adds: to every event, and to the profile with ``$set_once``;
-    ``campaign``: the stored ``utm_*``, under the request's own URL parameters on every event."""
+    ``campaign``: the stored ``utm_*``, ``$search_engine`` and ``mp_keyword``, under the request's own URL
+    parameters and Referer on every event."""
 
     every_event: Mapping[str, Any]
     profile: Mapping[str, Any]
@@ -90,14 +97,18 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     if _CAMPAIGN_ATTRIBUTE_NAMES.isdisjoint(attributes):
         return touch
     return touch._replace(campaign=_campaign(tuple(
-        (name, value) for attribute, name in zip(CAMPAIGN_ATTRIBUTES, CAMPAIGN_PARAMETERS)
-        if type(value := attributes.get(attribute)) is str and value)))
+        (name, value) for attribute, name in _STORED_ATTRIBUTES
+        if type(value := attributes.get(attribute)) is str and value), sensitive))
 
 
 # A campaign link brings many browsers: each campaign's properties are made once.
 @lru_cache(maxsize=1024)
-def _campaign(pairs: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
-    return MappingProxyType(safe_properties(dict(pairs)))
+def _campaign(pairs: tuple[tuple[str, str], ...], sensitive: frozenset[str]) -> Mapping[str, Any]:
+    properties = dict(pairs)
+    if "mp_keyword" in properties and not _SEARCH_WORD_PARAMETERS.isdisjoint(sensitive):
+        # As the request's own mp_keyword is read from the redacted referrer.
+        properties["mp_keyword"] = REDACTED
+    return MappingProxyType(safe_properties(properties))
 
 
 # First touches repeat ("$direct", a search engine's home page): the properties are built once each.

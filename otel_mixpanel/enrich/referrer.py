@@ -59,11 +59,17 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
         # As mixpanel-js (2.83.0, _.info.referringDomain) writes it, port included, like
         # $initial_referring_domain.
         properties["$referring_domain"] = js_referring_domain(redacted_referrer) or domain
-    for pattern, engine in _SEARCH_ENGINES:
-        if pattern.match(redacted_referrer):
-            properties["$search_engine"] = engine
-            keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(redacted_referrer)
-            if keyword and keyword.group(1):
-                properties["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
-            break
+    properties.update(search_info(redacted_referrer))
     return safe_properties(properties)
+
+
+def search_info(referrer: str) -> dict[str, str]:
+    """mixpanel-js 2.83.0's ``_.info.searchInfo``: ``$search_engine``, and ``mp_keyword`` when the search has words."""
+    for pattern, engine in _SEARCH_ENGINES:
+        if pattern.match(referrer):
+            found = {"$search_engine": engine}
+            keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(referrer)
+            if keyword and keyword.group(1):
+                found["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
+            return found
+    return {}

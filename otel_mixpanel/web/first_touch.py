@@ -14,6 +14,9 @@ calls ``register(_.info.campaignParams())``, which registers the ``utm_*`` param
 overwriting those stored under the same names and keeping the others (a merge: nothing is cleared), so
 every later event carries the last value seen of each. Click ids are not stored (only page views carry
 them). With ``stop_utm_persistence`` the SDK unregisters all ten at load, and so does this module.
+Whatever that option says, ``update_search_keyword`` registers ``_.info.searchInfo(document.referrer)``
+at every page load the same way: ``$search_engine`` of a search engine's referrer, and ``mp_keyword``
+when it has the search's words (an older keyword stays when it has none).
 
 Nothing here depends on WSGI: decisions take the Cookie header, Referer and query string,
 and answer what to record on the span and which cookies to set.
@@ -32,6 +35,8 @@ from opentelemetry.trace import Span
 from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, query_campaign_properties
 from otel_mixpanel.enrich.first_touch import (
     CAMPAIGN_ATTRIBUTES,
+    SEARCH_ATTRIBUTES,
+    SEARCH_PROPERTIES,
     INITIAL_REFERRER,
     INITIAL_REFERRING_DOMAIN,
     INITIAL_UTM_KEYS,
@@ -40,6 +45,7 @@ from otel_mixpanel.enrich.first_touch import (
     INITIAL_UTM_PREFIX,
     initial_referrer,
 )
+from otel_mixpanel.enrich.referrer import search_info
 from otel_mixpanel.web.cookies import SetCookie
 from otel_mixpanel.web.device_id import DeviceIdOptions, DeviceState, js_cookie_data, parse_cookies
 
@@ -55,6 +61,8 @@ _SET_ONCE_QUEUE = "__mpso"
 _UTM_ORDER = {key: index for index, key in enumerate(INITIAL_UTM_KEYS)}
 _CAMPAIGN_ORDER = {key: index for index, key in enumerate(CAMPAIGN_PARAMETERS)}
 _CAMPAIGN_ATTRIBUTES = dict(zip(CAMPAIGN_PARAMETERS, CAMPAIGN_ATTRIBUTES))
+_SEARCH_ORDER = {key: index for index, key in enumerate(SEARCH_PROPERTIES)}
+_SEARCH_ATTRIBUTES = dict(zip(SEARCH_PROPERTIES, SEARCH_ATTRIBUTES))
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -66,11 +74,13 @@ class FirstTouch(NamedTuple):
     utm: Pairs = ()
     # The browser's current utm_* values (the SDK's registered super properties), in the SDK's order.
     campaign: Pairs = ()
+    # The browser's last $search_engine and mp_keyword, as the SDK registers them.
+    search: Pairs = ()
 
     def as_properties(self) -> dict[str, str]:
-        """The first touch and current campaign under mixpanel-js's property names."""
+        """The first touch, current campaign and search under mixpanel-js's property names."""
         return {INITIAL_REFERRER: self.referrer, INITIAL_REFERRING_DOMAIN: self.referring_domain, **dict(self.utm),
-                **dict(self.campaign)}
+                **dict(self.campaign), **dict(self.search)}
 
 
 class FirstTouchState(NamedTuple):
@@ -94,19 +104,22 @@ def resolve_first_touch(cookie_header: object, referer: object, query: object, o
     own = next(filter(None, map(_own_cookie, cookies.get(options.first_touch_cookie_name, ()))), None)
     from_js = next(filter(None, map(_from_js_cookie, js_cookie_data(cookies, options))), None)
     page = _campaign_of(query)
+    searched = _search_of(referer)
     persist = not options.stop_utm_persistence
     if from_js is not None:
-        touch = from_js._replace(campaign=_merge(from_js.campaign, page) if persist else ())
+        touch = from_js._replace(campaign=_merge(from_js.campaign, page) if persist else (),
+                                 search=_merge(from_js.search, searched, _SEARCH_ORDER))
         # Our cookie is only a fallback here, written once: the SDK's cookie is the one both sides follow.
         return FirstTouchState(touch, "mixpanel-js", may_set_cookie and own is None)
     if own is not None:
-        if not page and (persist or not own.campaign):
+        if not page and not searched and (persist or not own.campaign):
             return FirstTouchState(own, "cookie", False)
-        touch = own._replace(utm=own.utm or _initial(page), campaign=_merge(own.campaign, page) if persist else ())
+        touch = own._replace(utm=own.utm or _initial(page), campaign=_merge(own.campaign, page) if persist else (),
+                             search=_merge(own.search, searched, _SEARCH_ORDER))
         return FirstTouchState(touch, "cookie", may_set_cookie and touch != own)
     referrer, domain = initial_referrer(referer if isinstance(referer, str) else None)
     touch = FirstTouch(referrer[:MAX_REFERRER_CHARS], domain[:MAX_REFERRER_CHARS], _initial(page),
-                       page if persist else ())
+                       page if persist else (), searched)
     return FirstTouchState(touch, "new", may_set_cookie)
 
 
@@ -117,7 +130,7 @@ def _campaign_of(query: object) -> Pairs:
     return _cached_campaign(query) if len(query) <= _CACHED_QUERY_CHARS else _parse_campaign(query)
 
 
-# Campaign links repeat across browsers; longer queries are parsed each time, so they pin no memory.
+# Campaign links and referrers repeat across browsers; longer ones are parsed each time, so they pin no memory.
 _CACHED_QUERY_CHARS = 512
 
 
@@ -132,17 +145,35 @@ def _parse_campaign(query: str) -> Pairs:
                  if isinstance(value := found.get(key), str) and value)
 
 
+def _search_of(referer: object) -> Pairs:
+    """The Referer's ``$search_engine`` and ``mp_keyword``, as ``_.info.searchInfo`` reads them."""
+    if not isinstance(referer, str) or not referer:
+        return ()
+    return _cached_search(referer) if len(referer) <= _CACHED_QUERY_CHARS else _parse_search(referer)
+
+
+# A site's own pages are most requests' Referer: each is matched against the search engines once.
+@lru_cache(maxsize=1024)
+def _cached_search(referer: str) -> Pairs:
+    return _parse_search(referer)
+
+
+def _parse_search(referer: str) -> Pairs:
+    found = search_info(referer[:MAX_REFERRER_CHARS])
+    return tuple((key, value[:MAX_UTM_CHARS]) for key in SEARCH_PROPERTIES if (value := found.get(key)))
+
+
 def _initial(campaign: Pairs) -> Pairs:
     """A first campaign as the profile's ``initial_utm_*``."""
     return tuple((INITIAL_UTM_PREFIX + key, value) for key, value in campaign)
 
 
-def _merge(stored: Pairs, page: Pairs) -> Pairs:
+def _merge(stored: Pairs, page: Pairs, order: Mapping[str, int] = _CAMPAIGN_ORDER) -> Pairs:
     """``register(page)`` over ``stored``: the page's values replace those of the same names, the rest stay."""
     if not page:
         return stored
     merged = {**dict(stored), **dict(page)}
-    return tuple(sorted(merged.items(), key=lambda pair: _CAMPAIGN_ORDER[pair[0]]))
+    return tuple(sorted(merged.items(), key=lambda pair: order[pair[0]]))
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -166,7 +197,8 @@ def _parse(data: Mapping[str, Any], utm_source: object) -> FirstTouch | None:
     domain = _text(data.get(INITIAL_REFERRING_DOMAIN), MAX_REFERRER_CHARS)
     if domain is None:
         domain = initial_referrer(referrer)[1]
-    return FirstTouch(referrer, domain, _known_values(utm_source, _UTM_ORDER), _known_values(data, _CAMPAIGN_ORDER))
+    return FirstTouch(referrer, domain, _known_values(utm_source, _UTM_ORDER), _known_values(data, _CAMPAIGN_ORDER),
+                      _known_values(data, _SEARCH_ORDER))
 
 
 def _from_js_cookie(data: Mapping[str, Any]) -> FirstTouch | None:
@@ -198,7 +230,8 @@ def encode_first_touch(touch: FirstTouch) -> str:
     for referrer_limit, utm_limit in _SHORTER:
         value = _encode(FirstTouch(touch.referrer[:referrer_limit], touch.referring_domain[:referrer_limit],
                                    tuple((key, text[:utm_limit]) for key, text in touch.utm),
-                                   tuple((key, text[:utm_limit]) for key, text in touch.campaign)).as_properties())
+                                   tuple((key, text[:utm_limit]) for key, text in touch.campaign),
+                                   tuple((key, text[:utm_limit]) for key, text in touch.search)).as_properties())
         if len(value) <= _MAX_COOKIE_VALUE:
             break
     return value
@@ -220,6 +253,8 @@ def record_first_touch(span: Span, state: FirstTouchState | None) -> None:
         span.set_attribute(_UTM_ATTRIBUTES[key], value)
     for key, value in touch.campaign:
         span.set_attribute(_CAMPAIGN_ATTRIBUTES[key], value)
+    for key, value in touch.search:
+        span.set_attribute(_SEARCH_ATTRIBUTES[key], value)
 
 
 def first_touch_cookies(state: FirstTouchState | None, device: DeviceState,
