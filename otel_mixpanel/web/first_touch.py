@@ -247,14 +247,12 @@ def record_first_touch(span: Span, state: FirstTouchState | None) -> None:
     if state is None:
         return
     touch = state.touch
-    span.set_attribute(REFERRER_ATTRIBUTE, touch.referrer)
-    span.set_attribute(REFERRING_DOMAIN_ATTRIBUTE, touch.referring_domain)
-    for key, value in touch.utm:
-        span.set_attribute(_UTM_ATTRIBUTES[key], value)
-    for key, value in touch.campaign:
-        span.set_attribute(_CAMPAIGN_ATTRIBUTES[key], value)
-    for key, value in touch.search:
-        span.set_attribute(_SEARCH_ATTRIBUTES[key], value)
+    # One call: the SDK locks and checks its limits once per call, not once per attribute.
+    attributes = {REFERRER_ATTRIBUTE: touch.referrer, REFERRING_DOMAIN_ATTRIBUTE: touch.referring_domain}
+    attributes.update((_UTM_ATTRIBUTES[key], value) for key, value in touch.utm)
+    attributes.update((_CAMPAIGN_ATTRIBUTES[key], value) for key, value in touch.campaign)
+    attributes.update((_SEARCH_ATTRIBUTES[key], value) for key, value in touch.search)
+    span.set_attributes(attributes)
 
 
 def first_touch_cookies(state: FirstTouchState | None, device: DeviceState,
