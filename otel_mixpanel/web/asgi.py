@@ -27,13 +27,13 @@ from otel_mixpanel.baggage_ids import attach_request, device_id_to_carry
 from otel_mixpanel.web.attributes import (
     MAX_HEADER_CHARS,
     content_type_of,
-    record_request,
     record_response_content_type,
 )
 from otel_mixpanel.web.device_id import ENVIRON_KEY, DeviceIdOptions, DeviceState, _current, resolve_device
-from otel_mixpanel.web.first_touch import FirstTouchState, record_first_touch, resolve_first_touch
+from otel_mixpanel.web.first_touch import FirstTouchState, resolve_first_touch
 from otel_mixpanel.web.js_cookie import announce_hybrid
 from otel_mixpanel.web.response import response_cookies
+from otel_mixpanel.web.wsgi import record_on_current_span
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -134,13 +134,10 @@ def _set_cookie_headers(environ: dict[str, Any], state: DeviceState, touch: Firs
 
 def _record_on_current_span(environ: dict[str, Any], state: DeviceState,
                             touch: FirstTouchState | None) -> Span | None:
-    """The request's span, with the request recorded on it; None while there is none yet."""
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return None
-    record_request(span, environ, state.request_device_id)
-    record_first_touch(span, touch)
-    _record_host(span, environ)
+    """As for WSGI, and the Host header where the ASGI instrumentation recorded the socket's address."""
+    span = record_on_current_span(environ, state, touch)
+    if span is not None:
+        _record_host(span, environ)
     return span
 
 

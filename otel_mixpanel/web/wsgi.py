@@ -45,11 +45,11 @@ class MixpanelMiddleware:
                                     environ.get("QUERY_STRING"), self.options,
                                     may_set_cookie=state.keeps_cookies)
         environ[ENVIRON_KEY] = state
-        span = _record_on_current_span(environ, state, touch)
+        span = record_on_current_span(environ, state, touch)
 
         def _start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
             nonlocal span
-            span = span or _record_on_current_span(environ, state, touch)
+            span = span or record_on_current_span(environ, state, touch)
             if span is not None:
                 record_response_content_type(span, content_type_of(headers))
             device_cookie = state.set_cookie_header(self.options) if state.cookie_needed else None
@@ -135,7 +135,7 @@ class _BodyWithDevice:
             context.detach(carried)
 
 
-def _record_on_current_span(environ: dict[str, Any], state: DeviceState,
+def record_on_current_span(environ: dict[str, Any], state: DeviceState,
                             touch: FirstTouchState | None) -> Span | None:
     """The request's span, with the request recorded on it; None while there is none yet."""
     span = trace.get_current_span()
