@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import http.client
+import threading
 import urllib.parse
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -40,6 +41,33 @@ VISIT = {"Host": "shop.example.com", "User-Agent": IPHONE, "Referer": "https://w
          **NAVIGATION}
 
 
+class AsgiRequestsInFlight:
+    """ASGI wrapper counting HTTP requests the app has not returned from: the OpenTelemetry middleware inside
+    ends a request's span before it returns, which can be after the client has read the whole answer."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._count = 0
+        self._changed = threading.Condition()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        with self._changed:
+            self._count += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_until_none(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
 class AsgiSite:
     """An ASGI app served by uvicorn, its spans exported to Mixpanel (the ingestion server)."""
 
@@ -49,10 +77,12 @@ class AsgiSite:
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=20))
         self.base = ""
+        self._requests: AsgiRequestsInFlight | None = None
 
     @contextmanager
     def serving(self, app: Any, **config: Any) -> Iterator[AsgiSite]:
-        with serve_asgi(app, **config) as base:
+        self._requests = AsgiRequestsInFlight(app)
+        with serve_asgi(self._requests, **config) as base:
             self.base = base
             yield self
 
@@ -66,6 +96,8 @@ class AsgiSite:
             connection.close()
 
     def flush(self) -> None:
+        if self._requests is not None:
+            assert self._requests.wait_until_none(10), "a request did not finish"
         self.provider.force_flush()
         assert self.exporter.force_flush(5000), "events were not all delivered"
 
