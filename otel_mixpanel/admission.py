@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import orjson
 
+from otel_mixpanel.config import ENV_PREFIX
+
 logger = logging.getLogger("otel_mixpanel")
 
 # 1971-01-01T00:00:00Z, the earliest time /import takes.
@@ -71,7 +73,7 @@ class Admission:
             if self._max_age_ms is None or stamp >= now_ms - self._max_age_ms:
                 return True
             self._count("too_old", f"Events older than Mixpanel's /track takes ({self._max_age_ms // 86_400_000} "
-                        "days) are dropped; set OTEL_EXPORTER_MIXPANEL_EVENTS_API=import with credentials to keep them")
+                        f"days) are dropped; set {ENV_PREFIX}EVENTS_API=import with credentials to keep them")
             return False
         properties["time"] = now_ms
         self._count("times_fixed", "Events without a time Mixpanel takes (none, before 1971, or more than an hour "

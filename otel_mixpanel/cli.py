@@ -15,7 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
-from otel_mixpanel.config import ConfigError, Settings
+from otel_mixpanel.config import ENV_PREFIX, ConfigError, Settings
 from otel_mixpanel.version import __version__
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
 
     path = spool_path(settings)
     if path is None:
-        print("spool: in memory (OTEL_EXPORTER_MIXPANEL_SPOOL=memory): nothing outlives the process", file=out)
+        print(f"spool: in memory ({ENV_PREFIX}SPOOL=memory): nothing outlives the process", file=out)
         return EXIT_OK
     directory = os.path.dirname(path)
     reports = describe_directory(directory, path)
@@ -205,17 +205,17 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     if verdict is Verdict.CREDENTIALS:
         print(f"FAILED: bad credentials: {route.path} answered HTTP {outcome.status} ({outcome.detail}). "
-              "Check OTEL_EXPORTER_MIXPANEL_SERVICE_ACCOUNT_USERNAME/_SECRET and _PROJECT_ID, "
+              f"Check {ENV_PREFIX}SERVICE_ACCOUNT_USERNAME/_SECRET and _PROJECT_ID, "
               "_API_SECRET or _TOKEN.", file=out)
     elif verdict is Verdict.RETRY and outcome.status is None:
-        print(f"FAILED: endpoint unreachable: {outcome.detail}. Check OTEL_EXPORTER_MIXPANEL_ENDPOINT "
+        print(f"FAILED: endpoint unreachable: {outcome.detail}. Check {ENV_PREFIX}ENDPOINT "
               "and the network.", file=out)
     elif verdict is Verdict.RETRY:
         print(f"FAILED: {route.path} is reachable but not taking data now "
               f"(HTTP {outcome.status}: {outcome.detail}); try again later", file=out)
     else:
         print(f"FAILED: {route.path} answered HTTP {outcome.status} ({outcome.detail}): "
-              "is OTEL_EXPORTER_MIXPANEL_ENDPOINT a Mixpanel ingestion API?", file=out)
+              f"is {ENV_PREFIX}ENDPOINT a Mixpanel ingestion API?", file=out)
     return EXIT_FAILED
 
 
@@ -261,7 +261,7 @@ COMMANDS: list[Command] = [
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="otel-mixpanel",
-        description="Tools for otel-mixpanel. Settings are read from OTEL_EXPORTER_MIXPANEL_* variables.",
+        description=f"Tools for otel-mixpanel. Settings are read from {ENV_PREFIX}* variables.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

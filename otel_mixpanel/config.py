@@ -161,6 +161,8 @@ def _path(env: str, raw: str) -> str:
     return os.path.expanduser(raw.strip())
 
 
+ID_MERGE_SIMPLIFIED = "simplified"
+ID_MERGE_ORIGINAL = "original"
 OUTPUT_MIXPANEL = "mixpanel"
 OUTPUT_CONSOLE = "console"
 OUTPUT_FILE_PREFIX = "file:"
@@ -225,7 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Where events go. auto: /import?strict=1 when credentials allow it "
             "(service account, API secret, or the token as Basic user), else /track."),
     # What becomes an event.
-    Setting("id_merge", "ID_MERGE", "simplified", _choice("simplified", "original"), "simplified or original",
+    Setting("id_merge", "ID_MERGE", ID_MERGE_SIMPLIFIED, _choice(ID_MERGE_SIMPLIFIED, ID_MERGE_ORIGINAL),
+            "simplified or original",
             "The project's ID Merge API: whether $identify is sent at login (the ids are mixpanel-js's in both)."),
     Setting("anonymous_profiles", "ANONYMOUS_PROFILES", False, _flag, "true or false",
             "Send set_profile() updates of visitors not identified yet, to a $device:<id> profile. Off: only "

@@ -13,12 +13,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from otel_mixpanel.api import IDENTIFY_EVENT, SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
-from otel_mixpanel.config import Settings
+from otel_mixpanel.config import ID_MERGE_ORIGINAL, Settings
 from otel_mixpanel.context import RequestContext, RequestFacts
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.groups import group_membership, group_update, request_groups
-from otel_mixpanel.enrich.identity import ORIGINAL, distinct_id, identify_properties, identity_properties
+from otel_mixpanel.enrich.identity import distinct_id, identify_properties, identity_properties
 from otel_mixpanel.span_reads import span_events
 from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
 from otel_mixpanel.page_views import is_page_view
@@ -152,7 +152,7 @@ class EventBuilder:
         """Original ID Merge links the device to the user with one ``$identify`` at login, carrying
         the request's properties as mixpanel-js's does; Simplified ID Merge links them through the
         first event carrying both ids, and ignores ``$identify``."""
-        if self._settings.id_merge != ORIGINAL or not context.device_id or not context.user_id:
+        if self._settings.id_merge != ID_MERGE_ORIGINAL or not context.device_id or not context.user_id:
             return
         yield self._event("$identify", span, f"identify{index}", timestamp, {**base},
                           identify_properties(context.device_id, context.user_id))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 from functools import lru_cache
 
-from otel_mixpanel.config import Settings
+from otel_mixpanel.config import ENV_PREFIX, Settings
 from otel_mixpanel.spans import HttpFacts
 
 ANY_GET = "any-get"
@@ -26,7 +26,7 @@ UNRECORDED_HEADERS_ADVICE = (
     "Sec-Fetch-Mode on its server span, so it cannot be told from an API call and no page view is sent. "
     "Add otel_mixpanel.web's middleware, which records them, or capture them with "
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=accept,sec-fetch-dest,sec-fetch-mode; "
-    "OTEL_EXPORTER_MIXPANEL_PAGE_VIEW_DETECTION=any-get counts every successful GET instead."
+    f"{ENV_PREFIX}PAGE_VIEW_DETECTION=any-get counts every successful GET instead."
 )
 
 

@@ -23,6 +23,9 @@ from opentelemetry.semconv._incubating.attributes import (
     net_attributes as net_old,
 )
 from opentelemetry.semconv._incubating.attributes import (
+    user_agent_attributes as user_agent_incubating,
+)
+from opentelemetry.semconv._incubating.attributes import (
     user_attributes as user,
 )
 from opentelemetry.semconv.attributes import (
@@ -46,9 +49,9 @@ from otel_mixpanel.baggage_ids import CARRIED_USER_ATTRIBUTE
 from otel_mixpanel.limits import truncate_utf8
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
-USER_AGENT_SYNTHETIC_TYPE = "user_agent.synthetic.type"
-REQUEST_HEADER_PREFIX = "http.request.header."
-RESPONSE_HEADER_PREFIX = "http.response.header."
+# A captured header's attribute is the template, a dot and the header's name.
+REQUEST_HEADER_PREFIX = http.HTTP_REQUEST_HEADER_TEMPLATE + "."
+RESPONSE_HEADER_PREFIX = http.HTTP_RESPONSE_HEADER_TEMPLATE + "."
 
 
 class HttpFacts(NamedTuple):
@@ -227,7 +230,7 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
         _status(get(http.HTTP_RESPONSE_STATUS_CODE) or get(http_old.HTTP_STATUS_CODE)),
         _text(get(user_agent.USER_AGENT_ORIGINAL) or get(http_old.HTTP_USER_AGENT))
         or _first_header(get, _USER_AGENT_HEADER),
-        get(USER_AGENT_SYNTHETIC_TYPE) is not None,
+        get(user_agent_incubating.USER_AGENT_SYNTHETIC_TYPE) is not None,
         _text(get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)),
         _first_header(get, _REFERER_HEADER),
         # Accept may arrive split into several header lines; together they are one list.

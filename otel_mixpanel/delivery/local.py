@@ -42,7 +42,6 @@ class PrintingSender:
     def __init__(self, settings: Settings) -> None:
         # The Mixpanel API path each endpoint's records would go to with these credentials.
         self._paths = {endpoint: route_for(settings, endpoint).path for endpoint in Endpoint}
-        self._token = settings.token
         self._lock = threading.Lock()
         self._target = settings.output
         # None: the console, looked up at each write, so a redirected sys.stderr is honoured.

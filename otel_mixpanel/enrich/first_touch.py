@@ -18,7 +18,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
-from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS, query_campaign_properties
+from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS
 from otel_mixpanel.enrich.url import REDACTED, redact_url
 from otel_mixpanel.limits import safe_properties
 
@@ -61,14 +61,6 @@ def initial_referrer(referrer: str | None) -> tuple[str, str]:
     """``($initial_referrer, $initial_referring_domain)`` of a first page whose Referer is ``referrer``."""
     referrer = (referrer or "").strip()
     return referrer or DIRECT, js_referring_domain(referrer) or DIRECT
-
-
-def initial_utm(query: str | None) -> dict[str, str | None]:
-    """The page's UTM parameters as ``initial_utm_*``, all ten (None where missing), or {} when it has none."""
-    found = query_campaign_properties(query)
-    if not any(name in found for name in CAMPAIGN_PARAMETERS):
-        return {}
-    return {INITIAL_UTM_PREFIX + name: found.get(name) for name in CAMPAIGN_PARAMETERS}
 
 
 class FirstTouchProperties(NamedTuple):

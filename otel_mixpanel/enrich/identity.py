@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-SIMPLIFIED = "simplified"
-ORIGINAL = "original"
 DEVICE_PREFIX = "$device:"
 
 

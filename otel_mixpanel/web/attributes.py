@@ -17,17 +17,16 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import quote
 
+from opentelemetry.semconv._incubating.attributes.enduser_attributes import ENDUSER_PSEUDO_ID
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY
 from opentelemetry.trace import Span
 
 from otel_mixpanel.config import CLIENT_IP_HEADERS
 from otel_mixpanel.enrich.client_ip import MAX_FORWARDING_CHARS, right_end
 from otel_mixpanel.span_reads import attribute_length_limit
+from otel_mixpanel.spans import REQUEST_HEADER_PREFIX, RESPONSE_HEADER_PREFIX
 
-ENDUSER_PSEUDO_ID = "enduser.pseudo.id"
-URL_PATH = "url.path"
-URL_QUERY = "url.query"
-REQUEST_HEADER_PREFIX = "http.request.header."
-RESPONSE_CONTENT_TYPE = "http.response.header.content-type"
+RESPONSE_CONTENT_TYPE = RESPONSE_HEADER_PREFIX + "content-type"
 # Request headers recorded as sent, by their lower-case names; the attribute is the prefix plus
 # the name, as the semantic conventions spell it (dashes kept).
 RECORDED_HEADERS = ("referer", "accept", "sec-fetch-dest", "sec-fetch-mode")

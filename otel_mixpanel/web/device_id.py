@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 from urllib.parse import unquote
 
+from otel_mixpanel.config import ENV_PREFIX
 from otel_mixpanel.enrich.user_agent import parse_user_agent
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
@@ -89,7 +90,7 @@ class DeviceIdOptions:
             raise TypeError(f"unknown device-id option(s): {', '.join(sorted(unknown))}")
         environ = os.environ if environ is None else environ
         if options.get("mixpanel_token") is None:
-            options["mixpanel_token"] = (environ.get("OTEL_EXPORTER_MIXPANEL_TOKEN") or "").strip() or None
+            options["mixpanel_token"] = (environ.get(ENV_PREFIX + "TOKEN") or "").strip() or None
         built = cls(**options)
         built._validate()
         return built
@@ -128,7 +129,7 @@ class DeviceIdOptions:
         name = self.js_cookie
         if name is None:
             raise ValueError("write_js_cookie needs the JS SDK cookie's name: set mixpanel_token "
-                             "(or OTEL_EXPORTER_MIXPANEL_TOKEN), or js_cookie_name")
+                             f"(or {ENV_PREFIX}TOKEN), or js_cookie_name")
         if not _COOKIE_NAME.match(name) or name in (self.cookie_name, self.first_touch_cookie_name):
             # Not echoed: it may hold the project token.
             raise ValueError("the JS SDK cookie's name (js_cookie_name, or mp_<token>_mixpanel) must be "

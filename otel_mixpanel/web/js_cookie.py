@@ -27,6 +27,7 @@ import os
 from typing import Any, Mapping
 from urllib.parse import quote
 
+from otel_mixpanel.config import ENV_PREFIX
 from otel_mixpanel.enrich.first_touch import INITIAL_REFERRER, INITIAL_REFERRING_DOMAIN
 from otel_mixpanel.enrich.identity import distinct_id
 from otel_mixpanel.web.cookies import SetCookie
@@ -99,23 +100,23 @@ def page_view_advice(options: DeviceIdOptions, environ: Mapping[str, str]) -> tu
     """
     if not options.write_js_cookie and options.js_tracks_page_views is None:
         return None
-    server = (environ.get("OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS") or "").strip().lower() not in _FALSE
+    server = (environ.get(ENV_PREFIX + "PAGE_VIEWS") or "").strip().lower() not in _FALSE
     js = options.js_tracks_page_views
     if server and js:
-        return logging.WARNING, ("Page views are tracked twice: by the exporter (OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS "
+        return logging.WARNING, (f"Page views are tracked twice: by the exporter ({ENV_PREFIX}PAGE_VIEWS "
                                  "is on) and by the Mixpanel JavaScript SDK (js_tracks_page_views=True). Set "
-                                 "OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS=false, or turn track_pageview off in "
+                                 f"{ENV_PREFIX}PAGE_VIEWS=false, or turn track_pageview off in "
                                  "mixpanel.init and say js_tracks_page_views=False.")
     if server and js is None:
-        return logging.WARNING, ("The exporter tracks page views (OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS): keep "
+        return logging.WARNING, (f"The exporter tracks page views ({ENV_PREFIX}PAGE_VIEWS): keep "
                                  "track_pageview and autocapture's pageview off in mixpanel.init, or each page "
                                  "view counts twice. Say js_tracks_page_views=False to confirm and silence this.")
     if not server and js is None:
         return logging.WARNING, ("The exporter leaves page views to the Mixpanel JavaScript SDK "
-                                 "(OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS=false): turn track_pageview on in "
+                                 f"({ENV_PREFIX}PAGE_VIEWS=false): turn track_pageview on in "
                                  "mixpanel.init, and say js_tracks_page_views=True to confirm and silence this.")
     if not server and js is False:
-        return logging.WARNING, ("No side tracks page views: OTEL_EXPORTER_MIXPANEL_PAGE_VIEWS=false and "
+        return logging.WARNING, (f"No side tracks page views: {ENV_PREFIX}PAGE_VIEWS=false and "
                                  "js_tracks_page_views=False.")
     return logging.INFO, f"Page views are tracked by {'the exporter' if server else 'the Mixpanel JavaScript SDK'}."
 
