@@ -37,6 +37,17 @@ def load_settings(out: TextIO) -> Settings | None:
         return None
 
 
+def load_sending_settings(out: TextIO) -> Settings | None:
+    """Settings that can send to Mixpanel, or None after printing why not: drain and check send,
+    whatever OUTPUT or ENABLED say for the application, so they need credentials."""
+    settings = load_settings(out)
+    if settings is not None and not settings.token and not settings.service_account_username:
+        print(f"configuration error: {ENV_PREFIX}TOKEN is not set (nor a service account): "
+              "nothing can be sent to Mixpanel", file=out)
+        return None
+    return settings
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -100,7 +111,7 @@ def _print_report(report: SpoolReport, out: TextIO) -> None:
 
 
 def _drain(args: argparse.Namespace, out: TextIO) -> int:
-    settings = load_settings(out)
+    settings = load_sending_settings(out)
     if settings is None:
         return EXIT_CONFIG
     from otel_mixpanel.delivery import MixpanelSender
@@ -181,7 +192,7 @@ class _Progress:
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
-    settings = load_settings(out)
+    settings = load_sending_settings(out)
     if settings is None:
         return EXIT_CONFIG
     from otel_mixpanel.delivery.routes import route_for

@@ -111,6 +111,10 @@ def _extensions(env: str, raw: str) -> tuple[str, ...]:
 def _endpoint(env: str, raw: str) -> str:
     value = raw.strip().rstrip("/")
     parts = urlsplit(value)
+    if "@" in parts.netloc:
+        # Never echoed: the part before "@" would be a password.
+        raise ConfigError(f"{env}: credentials in the URL are not used; give them as {ENV_PREFIX}API_SECRET "
+                          f"or {ENV_PREFIX}SERVICE_ACCOUNT_USERNAME / _SECRET")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(
             f"{env}={raw!r}: expected a base URL such as https://api.mixpanel.com "
@@ -213,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token", "TOKEN", None, _optional_text, "text",
             "Mixpanel project token. Needed unless a service account is set.", secret=True),
     Setting("endpoint", "ENDPOINT", "https://api.mixpanel.com", _endpoint, "URL",
-            "Base URL of Mixpanel's ingestion API; /import, /track and /engage are appended. "
+            "Base URL of Mixpanel's ingestion API, without credentials; /import, /track and /engage are appended. "
             "EU residency: https://api-eu.mixpanel.com, India: https://api-in.mixpanel.com."),
     Setting("api_secret", "API_SECRET", None, _optional_text, "text",
             "Project API secret, used as Basic credentials for /import.", secret=True),

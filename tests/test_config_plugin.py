@@ -122,6 +122,16 @@ def test_settings_take_their_defaults_from_the_table_and_parse_what_is_given():
         Settings(token="t", id_merge="sometimes")
 
 
+def test_credentials_in_the_endpoint_url_are_refused_without_being_echoed():
+    with pytest.raises(ConfigError) as error:
+        Settings.load({"token": "t", "endpoint": "https://proxyuser:Pr0xy-S3CRET@mixpanel-proxy.internal"})
+    assert "credentials in the URL" in str(error.value) and "Pr0xy-S3CRET" not in str(error.value)
+    os.environ["OTEL_EXPORTER_MIXPANEL_ENDPOINT"] = "https://u:Pr0xy-S3CRET@api.mixpanel.com"
+    with pytest.raises(ConfigError) as error:
+        Settings.load({"token": "t"})
+    assert "OTEL_EXPORTER_MIXPANEL_ENDPOINT" in str(error.value) and "Pr0xy-S3CRET" not in str(error.value)
+
+
 def test_every_setting_is_documented_with_its_variable_default_and_unit():
     text = DOCS.read_text()
     for setting in SETTINGS:

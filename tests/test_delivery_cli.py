@@ -109,6 +109,16 @@ def test_check_reports_a_configuration_error(env, monkeypatch):
     assert code == 2 and "configuration error" in text and "OTEL_EXPORTER_MIXPANEL_TIMEOUT" in text
 
 
+@pytest.mark.parametrize("command", ["check", "drain"])
+def test_sending_commands_say_when_there_is_no_token(env, monkeypatch, command, ingest):
+    env(ingest.url, OUTPUT="console")
+    monkeypatch.delenv("OTEL_EXPORTER_MIXPANEL_TOKEN")
+    monkeypatch.delenv("OTEL_EXPORTER_MIXPANEL_API_SECRET")
+    code, text = run(command)
+    assert code == 2 and "OTEL_EXPORTER_MIXPANEL_TOKEN is not set" in text
+    assert ingest.requests == []
+
+
 def test_the_command_runs_as_a_module(env):
     env("http://127.0.0.1:9")
     result = subprocess.run([sys.executable, "-m", "otel_mixpanel.cli", "status"],
