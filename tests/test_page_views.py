@@ -91,7 +91,10 @@ def test_wsgiref_gives_the_path_even_where_the_instrumentation_records_none(site
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
 def test_only_get_requests_are_page_views(site_factory, ingest, method):
     site = site_factory(text_app)
-    site.request("/form", method=method, headers={"User-Agent": DESKTOP_CHROME}, body=b"x=1")
+    # No body with HEAD, as browsers send none: werkzeug drains an unread body after the response with a
+    # blocking read, which left the request unfinished on a loaded machine.
+    body = None if method == "HEAD" else b"x=1"
+    site.request("/form", method=method, headers={"User-Agent": DESKTOP_CHROME}, body=body)
     site.request("/form", headers={"User-Agent": DESKTOP_CHROME})
     site.flush()
     views = page_views(ingest)
