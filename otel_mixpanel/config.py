@@ -304,10 +304,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("timeout_ms", "TIMEOUT", 10_000, _positive_int(1), "milliseconds",
             "Deadline of one HTTP request to Mixpanel, for the whole exchange: connecting, sending, "
             "and reading the whole answer."),
-    Setting("retry_initial_ms", "RETRY_INITIAL_BACKOFF", 2000, _positive_int(1), "milliseconds",
-            "First wait before retrying a failed request; doubles each time, with jitter."),
-    Setting("retry_max_ms", "RETRY_MAX_BACKOFF", 60_000, _positive_int(1), "milliseconds",
-            "Longest wait between retries."),
+    # At least 10 ms: a shorter wait against a failing server would retry in a near busy loop.
+    Setting("retry_initial_ms", "RETRY_INITIAL_BACKOFF", 2000, _positive_int(10), "milliseconds",
+            "First wait before retrying a failed request (at least 10); doubles each time, with jitter."),
+    Setting("retry_max_ms", "RETRY_MAX_BACKOFF", 60_000, _positive_int(10), "milliseconds",
+            "Longest wait between retries (at least 10)."),
     Setting("compression", "COMPRESSION", "gzip", _choice("gzip", "none"), "gzip or none",
             "Request body compression."),
 )

@@ -49,6 +49,7 @@ def test_arguments_beat_the_environment_and_defaults_fill_the_rest():
     ("ENDPOINT", "ftp://api.mixpanel.com", "expected a base URL"),
     ("BATCH_SIZE", "5000", "at most 2000"),
     ("TIMEOUT", "ten", "expected a whole number"),
+    ("RETRY_MAX_BACKOFF", "1", "at least 10"),
     ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal", "'proxy.internal' is neither"),
     ("TRACK_BOTS", "maybe", "expected true or false"),
     ("IP", "hide", "expected one of full, truncate, off"),

@@ -46,7 +46,7 @@ def test_transient_faults_end_with_every_event_delivered_once(server, make_sende
 
 def test_retry_after_is_honoured(server, make_sender):
     server.fail_next(Fault("status", 429, retry_after=0.4))
-    sender = make_sender(retry_initial_ms=1, retry_max_ms=10)
+    sender = make_sender(retry_initial_ms=10, retry_max_ms=10)
     started = time.monotonic()
     sender.send_many(messages(1))
     assert sender.flush(timeout_millis=5000)

@@ -68,7 +68,7 @@ def test_a_429_with_retry_after_holds_back_every_thread(tmp_path):
     with IngestServer(credentials=(API_SECRET, ""), latency=0.05) as server:
         server.fail_next(Fault("status", 429, retry_after=pause))
         sender = create_sender(fast_settings(server.url, tmp_path, batch_size=5, timeout_ms=5000,
-                                             retry_initial_ms=1, retry_max_ms=10))
+                                             retry_initial_ms=10, retry_max_ms=10))
         try:
             items = messages(5 * 40)
             sender.send_many(items)
