@@ -43,15 +43,18 @@ def test_batches_travel_at_once_and_every_event_arrives_once(slow_server, tmp_pa
 
 
 def test_each_thread_leases_its_batch_under_its_own_owner(slow_server, tmp_path):
-    sender = create_sender(fast_settings(slow_server.url, tmp_path, batch_size=5, timeout_ms=5000))
+    # Each of the first requests is held for seconds, so all of them are in flight together however slowly
+    # a loaded machine starts the threads (with the fixed latency alone, the first could end before the last began).
+    slow_server.fail_next(*[Fault("slow", seconds=3.0)] * CONCURRENT_REQUESTS)
+    sender = create_sender(fast_settings(slow_server.url, tmp_path, batch_size=5, timeout_ms=10_000))
     try:
         sender.send_many(messages(5 * CONCURRENT_REQUESTS))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 20
         while slow_server.in_flight < CONCURRENT_REQUESTS and time.monotonic() < deadline:
             time.sleep(0.005)
         with sqlite3.connect(sender.spool.path) as db:
             leases = db.execute("SELECT owner, COUNT(*) FROM leases GROUP BY owner").fetchall()
-        assert sender.flush(timeout_millis=5000)
+        assert sender.flush(timeout_millis=20_000)
     finally:
         sender.shutdown(timeout_millis=500)
     assert len(leases) == CONCURRENT_REQUESTS and all(count == 5 for _, count in leases)
