@@ -105,7 +105,12 @@ def is_disk_full(error: BaseException, path: str | None = None) -> bool:
         if code & 0xFF == sqlite3.SQLITE_FULL:
             return True
         return code & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and path is not None and _no_room(path)
-    return "database or disk is full" in str(error)
+    # Python 3.10 gives no error code: the same decisions from SQLite's messages for those codes.
+    text = str(error)
+    if "database or disk is full" in text:
+        return True
+    return ("disk I/O error" in text or "unable to open database file" in text) and path is not None \
+        and _no_room(path)
 
 
 def _no_room(path: str) -> bool:
