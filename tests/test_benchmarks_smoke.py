@@ -49,3 +49,17 @@ def test_smoke_mode_prints_the_whole_table() -> None:
         assert cells[0].startswith(name)
         assert len(cells) == 7, line
         assert NUMBER.match(cells[1]) and NUMBER.match(cells[2]), line
+
+
+def test_stage_timings_cover_every_step_of_export() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.stages", "--requests", "300"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr
+    timed = re.findall(r"^(.+?)\s+(\d+\.\d\d) us/request$", completed.stdout, re.MULTILINE)
+    assert [label.strip() for label, _ in timed] == [
+        "warm-up export()", "export(), whole", "spans -> requests (assembler)", "read_request",
+        "page-view decision", "may_produce", "enrich_request", "messages", "serialise (JSON, time, size)"]
+    assert all(float(value) > 0 for _, value in timed)
+    assert re.search(r"^300 requests, \d+ enriched, \d+ messages$", completed.stdout, re.MULTILINE)
