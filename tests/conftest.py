@@ -74,23 +74,16 @@ def quick_delivery(**settings: Any) -> dict[str, Any]:
     return defaults
 
 
-class RequestsInFlight:
-    """WSGI wrapper counting requests whose response the server has not closed yet, so a test can wait until
-    every request's span, which the OpenTelemetry middleware inside ends on that close, has ended."""
+class InFlight:
+    """Counts requests an app is still serving, so a test can wait until every request's span has ended."""
 
-    def __init__(self, app: Callable) -> None:
-        self._app = app
+    def __init__(self) -> None:
         self._count = 0
         self._changed = threading.Condition()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
+    def _started(self) -> None:
         with self._changed:
             self._count += 1
-        try:
-            return _ClosingBody(self._app(environ, start_response), self._finished)
-        except BaseException:
-            self._finished()
-            raise
 
     def _finished(self) -> None:
         with self._changed:
@@ -100,6 +93,23 @@ class RequestsInFlight:
     def wait_until_none(self, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+class RequestsInFlight(InFlight):
+    """WSGI wrapper counting requests whose response the server has not closed yet: the OpenTelemetry
+    middleware inside ends a request's span on that close."""
+
+    def __init__(self, app: Callable) -> None:
+        super().__init__()
+        self._app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        self._started()
+        try:
+            return _ClosingBody(self._app(environ, start_response), self._finished)
+        except BaseException:
+            self._finished()
+            raise
 
 
 class _ClosingBody:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import http.client
-import threading
 import urllib.parse
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -26,7 +25,7 @@ from websockets.sync.client import connect as websocket_connect
 
 import otel_mixpanel
 from asgi_helpers import serve_asgi
-from conftest import IPHONE, NAVIGATION, SEMCONV_MODES, Site, quick_delivery, text_app, use_semconv_mode, without_volatile
+from conftest import IPHONE, InFlight, NAVIGATION, SEMCONV_MODES, Site, quick_delivery, text_app, use_semconv_mode, without_volatile
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.testing.ingest_server import IngestServer
 from otel_mixpanel.web import MixpanelMiddleware as WsgiMiddleware
@@ -41,31 +40,23 @@ VISIT = {"Host": "shop.example.com", "User-Agent": IPHONE, "Referer": "https://w
          **NAVIGATION}
 
 
-class AsgiRequestsInFlight:
+class AsgiRequestsInFlight(InFlight):
     """ASGI wrapper counting HTTP requests the app has not returned from: the OpenTelemetry middleware inside
     ends a request's span before it returns, which can be after the client has read the whole answer."""
 
     def __init__(self, app: Any) -> None:
+        super().__init__()
         self._app = app
-        self._count = 0
-        self._changed = threading.Condition()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        with self._changed:
-            self._count += 1
+        self._started()
         try:
             await self._app(scope, receive, send)
         finally:
-            with self._changed:
-                self._count -= 1
-                self._changed.notify_all()
-
-    def wait_until_none(self, timeout: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._count == 0, timeout)
+            self._finished()
 
 
 class AsgiSite:
