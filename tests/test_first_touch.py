@@ -9,6 +9,7 @@ import base64
 import http.cookiejar
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,6 +50,14 @@ def stored_first_touch(value: str | None) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
 
 
+def _next_millisecond() -> None:
+    """Mixpanel's event times are milliseconds and received() orders events by them: the next request starts
+    in a later millisecond than this one ended, so that the events of two requests never tie."""
+    ended = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == ended:
+        time.sleep(0.0002)
+
+
 class Client:
     """A browser as the server sees it: a User-Agent and a page load's headers, the cookies it was given,
     the Referer it is told to send."""
@@ -68,7 +77,9 @@ class Client:
         data = urllib.parse.urlencode(form).encode() if form is not None else None
         request = urllib.request.Request(self.base + path, data=data, headers=headers)
         with self.opener.open(request, timeout=10) as response:
-            return response.read().decode(), response.headers.get_all("Set-Cookie") or []
+            answer = response.read().decode(), response.headers.get_all("Set-Cookie") or []
+        _next_millisecond()
+        return answer
 
     def cookie(self, name: str) -> str | None:
         return next((c.value for c in self.jar if c.name == name), None)
