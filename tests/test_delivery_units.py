@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from otel_mixpanel.delivery.pacing import Backoff
 from otel_mixpanel.delivery.spool import Spool
+from otel_mixpanel.delivery.spool_db import PAGE_SIZE, split_ids
 from otel_mixpanel.delivery.routes import route_for
-from otel_mixpanel.delivery.transport import Verdict, classify, split_by_size
+from otel_mixpanel.delivery.transport import Verdict, classify, json_array, request_size, split_by_size
 
 from delivery_helpers import fast_settings
 
@@ -80,6 +83,20 @@ def test_split_by_size_keeps_each_request_within_the_limit():
     assert groups == [[0, 1], [2], [3], [4]]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",))), min_size=1, max_size=20))
+def test_request_size_from_the_records_sizes_is_the_bytes_of_the_json_array(bodies):
+    # Records carry their size (UTF-8 bytes, as spooled): the request is sized without encoding it again.
+    assert request_size([len(body.encode()) for body in bodies]) == len(json_array(bodies).encode())
+
+
+@given(st.lists(st.integers(min_value=-10**6, max_value=10**6).filter(bool)))
+def test_split_ids_keeps_the_order_of_the_files_and_the_buffered_ids(ids):
+    on_disk, buffered = split_ids(iter(ids))
+    assert on_disk == [row_id for row_id in ids if row_id > 0]
+    assert buffered == [-row_id for row_id in ids if row_id < 0]
+
+
 def test_leases_keep_two_claimers_apart_and_expire():
     spool = Spool(None, max_events=100, max_bytes=10**6)
     spool.put_many([("events", json.dumps({"n": i})) for i in range(10)])
@@ -135,6 +152,7 @@ def test_claim_returns_every_body_intact_and_in_order():
     spool.put_many([("events", body) for body in bodies] + [("people", "{}")])
     claimed = spool.claim("a", 100, lease_s=60)
     assert [r.body for r in claimed] == bodies
+    assert [r.size for r in claimed] == [len(body.encode()) for body in bodies]
     assert [r.endpoint for r in claimed] == ["events"] * len(bodies)
     assert [r.id for r in claimed] == sorted(r.id for r in claimed)
     assert spool.claimable() == 1 and spool.held("a") == len(bodies)
@@ -179,3 +197,19 @@ def test_a_record_dropped_to_fit_the_bounds_takes_its_lease_with_it():
     spool.put_many([("events", json.dumps({"n": i})) for i in range(6, 9)])  # the three oldest go
     assert spool.held("a") == 0 and spool.claimable() == 6
     assert {r.id for r in spool.claim("b", 10, lease_s=60)}.isdisjoint(r.id for r in leased)
+
+
+def test_a_new_spool_file_has_its_page_size_and_an_existing_one_keeps_its_own(tmp_path):
+    new = Spool(str(tmp_path / "new.sqlite3"), max_events=100, max_bytes=10**6)
+    new.put_many([("events", "{}")])
+    old_path = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(old_path) as db:  # a spool file made by an earlier version, with SQLite's default pages
+        db.execute("PRAGMA page_size=4096")
+        db.execute("CREATE TABLE t (x)")
+    old = Spool(old_path, max_events=100, max_bytes=10**6)
+    old.put_many([("events", json.dumps({"n": n})) for n in range(3)])
+    assert [r.body for r in old.claim("a", 10, 60)] == [json.dumps({"n": n}) for n in range(3)]
+    for spool, page_size in ((new, PAGE_SIZE), (old, 4096)):
+        with spool._use() as db:
+            assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
+        spool.close()

@@ -161,7 +161,7 @@ class Courier:
         return True
 
     def _too_large(self, batch: _Batch, chunk: list[Record], outcome: Outcome) -> None:
-        path, size = batch.route.path, request_size([record.body for record in chunk])
+        path, size = batch.route.path, request_size([record.size for record in chunk])
         if len(chunk) > 1:
             refused = self._splits.add(1)
             if refused:
@@ -232,7 +232,7 @@ class Courier:
     def _delivered(self, batch: _Batch, chunk: list[Record], outcome: Outcome) -> None:
         self._spool().remove(record.id for record in chunk)
         batch.backoff.reset()
-        size = request_size([record.body for record in chunk])
+        size = request_size([record.size for record in chunk])
         with self._lock:
             self._largest_taken[batch.route.url] = max(size, self._largest_taken.get(batch.route.url, 0))
         failed = [f for f in outcome.failed if 0 <= f.index < len(chunk)]

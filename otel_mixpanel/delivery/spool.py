@@ -22,12 +22,14 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from itertools import accumulate, repeat
 from typing import Any, Callable, Concatenate, Iterable, Iterator, ParamSpec, Sequence, TypeVar
 
 from otel_mixpanel.config import Settings
 from otel_mixpanel.delivery.spool_db import (
     IDS,
     INSERT_ROWS,
+    PAGE_SIZE,
     SCHEMA,
     SCHEMA_VERSION,
     UNLEASED,
@@ -164,6 +166,10 @@ class Spool:
         )
         try:
             if self.path is not None:
+                # Only a new, empty file takes it (an existing spool keeps its page size). Records of
+                # about a kilobyte fill 8 KiB pages with half the WAL frames and B-tree pages of 4 KiB
+                # ones: a commit writes fewer frames, and deleting a delivered batch costs a third less.
+                connection.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 connection.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode survives a process crash; only power loss can lose the last commits.
                 connection.execute("PRAGMA synchronous=NORMAL")
@@ -445,20 +451,18 @@ class Spool:
         # the spool within its bounds is simply not returned.
         with self._use() as db:
             ids, lengths, sizes, bodies = db.execute(
-                "SELECT group_concat(id), group_concat(length(body)), group_concat(size), group_concat(body, '') "
-                f"FROM (SELECT id, body, size FROM records WHERE id IN {IDS} ORDER BY id)",
+                "SELECT json_group_array(id), json_group_array(length(body)), json_group_array(size), "
+                f"group_concat(body, '') FROM (SELECT id, body, size FROM records WHERE id IN {IDS} ORDER BY id)",
                 (claimed,),
             ).fetchone()
-        if ids is None:
+        if bodies is None:
             return []
         # Bodies are cut by length(), which stops at a NUL: they are JSON as the json module and
-        # orjson write it, which escape every control character.
-        records, start = [], 0
-        for row_id, length, size in zip(ids.split(","), lengths.split(","), sizes.split(",")):
-            end = start + int(length)
-            records.append(Record(int(row_id), endpoint, bodies[start:end], int(size)))
-            start = end
-        return records
+        # orjson write it, which escape every control character. The batch is taken apart without
+        # a Python-level loop: a delivery thread holds the GIL the exporting thread wants meanwhile.
+        ends = list(accumulate(json.loads(lengths)))
+        texts = map(bodies.__getitem__, map(slice, [0, *ends], ends))
+        return list(map(Record._make, zip(json.loads(ids), repeat(endpoint), texts, json.loads(sizes))))
 
     def _write_statement(self, sql: str, parameters: Sequence[object]) -> int:
         """Run one statement that writes (its own transaction); return the rows it changed."""

@@ -44,6 +44,8 @@ CREATE TRIGGER IF NOT EXISTS records_unleased AFTER DELETE ON records BEGIN
 END;
 """ + META_SCHEMA
 SCHEMA_VERSION = 2
+# The page size of a new spool file (see Spool._open).
+PAGE_SIZE = 8192
 UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
 
 # Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
@@ -72,13 +74,8 @@ def insert_records(db: sqlite3.Connection, items: Sequence[tuple[str, str]], now
 
 def split_ids(ids: Iterable[int]) -> tuple[list[int], list[int]]:
     """The ids of the file's records, and those of records buffered in memory (handed out negated)."""
-    on_disk, buffered = [], []
-    for row_id in ids:
-        if row_id > 0:
-            on_disk.append(row_id)
-        else:
-            buffered.append(-row_id)
-    return on_disk, buffered
+    ids = list(ids)
+    return [row_id for row_id in ids if row_id > 0], [-row_id for row_id in ids if row_id <= 0]
 
 
 def json_ids(ids: Iterable[int]) -> str:

@@ -63,9 +63,10 @@ def json_array(bodies: Sequence[str]) -> str:
     return "[" + ",".join(bodies) + "]"
 
 
-def request_size(bodies: Sequence[str]) -> int:
-    """Uncompressed bytes of the JSON array these records make (an upper bound for the form too)."""
-    return sum(len(body.encode()) for body in bodies) + len(bodies) + 1
+def request_size(sizes: Sequence[int]) -> int:
+    """Uncompressed bytes of the JSON array that records of these sizes (UTF-8 bytes) make (an upper
+    bound for the form too)."""
+    return sum(sizes) + len(sizes) + 1
 
 
 def split_by_size(items: Sequence[Any], sizes: Sequence[int], max_bytes: int) -> list[list[Any]]:
