@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.config import Settings
 from otel_mixpanel.enrich.campaign import query_campaign_properties
-from otel_mixpanel.enrich.client_ip import anonymise, proxied_request
+from otel_mixpanel.enrich.client_ip import ProxiedRequest, anonymise, proxied_request, untrusted_client
 from otel_mixpanel.enrich.first_touch import NO_FIRST_TOUCH, REFERRER_ATTRIBUTE, FirstTouchProperties, read_first_touch
 from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties
 from otel_mixpanel.enrich.user_agent import NO_USER_AGENT, ParsedUserAgent, parse_user_agent
-from otel_mixpanel.limits import json_safe, safe_properties
+from otel_mixpanel.limits import json_safe, safe_text_properties
 from otel_mixpanel.span_reads import ended_span_attributes
 from otel_mixpanel.span_reads import attribute_length_limit
 from otel_mixpanel.spans import HttpFacts, read_http, read_identity, request_header, request_header_cut
@@ -110,7 +110,7 @@ def _page(scheme: str | None, host: str | None, path: str | None, query: str | N
     every_event = query_campaign_properties(query)
     if "$current_url" in page:
         every_event["$current_url"] = page["$current_url"]
-    return _Page(safe_properties(every_event), safe_properties(page))
+    return _Page(safe_text_properties(every_event), safe_text_properties(page))
 
 
 def _never_cut(name: str) -> bool:
@@ -152,39 +152,48 @@ def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[st
 
 def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
     """Step 2b's second half: the properties every event of the request shares."""
-    device_id, user_id, latitude, longitude = facts.device_id, facts.user_id, facts.latitude, facts.longitude
-    location = {"$latitude": latitude, "$longitude": longitude} if latitude is not None else {}
     http = facts.http
+    latitude = facts.latitude
     if http is None:
-        return RequestContext(None, None, device_id, user_id, None, latitude, longitude, False, location)
-
-    parsed = facts.user_agent
-    # Cached properties come as read-only proxies; merging a proxy takes dict's slow generic path,
-    # while copy() hands back the plain dict behind it at C speed.
-    properties: dict[str, Any] = parsed.properties.copy()  # type: ignore[attr-defined]
-    limit = attribute_length_limit(facts.server_span)
-    cut = _never_cut if limit is None else partial(request_header_cut, facts.server_attributes, limit)
-    proxied = proxied_request(http.peer_address, partial(request_header, facts.server_attributes), settings, cut)
-    ip = anonymise(proxied.client, settings.ip_mode) if proxied.client else None
+        location = {"$latitude": latitude, "$longitude": facts.longitude} if latitude is not None else {}
+        return RequestContext(None, None, facts.device_id, facts.user_id, None, latitude, facts.longitude, False,
+                              location)
+    if settings.trusted_proxies.enabled:
+        proxied = _proxied_request(facts, http, settings)
+        # What the client used, as a trusted proxy tells it, else what reached the application.
+        client, scheme, host = proxied.client, proxied.scheme or http.scheme, proxied.host or http.host
+    else:
+        client, scheme, host = untrusted_client(http.peer_address, facts.server_attributes), http.scheme, http.host
+    ip = anonymise(client, settings.ip_mode) if client else None
+    first_touch = _first_touch(facts.spans, sensitive)
+    page = _request_page(scheme, host, http.path, http.query, sensitive)
+    # Later ones win: the user agent's, the client's address, the browser's stored campaign and search (as
+    # mixpanel-js's super properties), the request's own Referer and URL parameters, its first touch.
+    # Cached properties come as read-only proxies; copy() hands back the plain dict behind one at C speed,
+    # and the others are plain dicts, which update() merges at C speed too.
+    properties: dict[str, Any] = facts.user_agent.properties.copy()  # type: ignore[attr-defined]
     if ip:
         properties["ip"] = ip
-    first_touch = _first_touch(facts.spans, sensitive)
-    if first_touch.campaign:
-        # The browser's stored campaign and search, as mixpanel-js's super properties; the request's own win.
-        properties.update(first_touch.campaign.copy())  # type: ignore[attr-defined]
+    properties.update(first_touch.campaign)
     if http.referer:
         properties.update(referrer_properties(http.referer, sensitive))
-    # What the client used, as a trusted proxy tells it, else what reached the application.
-    scheme, host = proxied.scheme or http.scheme, proxied.host or http.host
-    path, query = http.path, http.query
-    short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
-    page = (_cached_page if short else _page)(scheme, host, path, query, sensitive)
     properties.update(page.every_event)
-    properties.update(first_touch.every_event.copy())  # type: ignore[attr-defined]
-    properties.update(location)
-    page_view = page.page_view
-    if http.route:
-        page_view = {**page_view, "http_route": json_safe(http.route)}
-    return RequestContext(http, facts.server_span, device_id, user_id, ip, latitude, longitude, facts.is_bot,
-                          properties, page_view, is_automated=parsed.is_automated,
-                          first_touch_profile=first_touch.profile)
+    properties.update(first_touch.every_event)
+    if latitude is not None:
+        properties["$latitude"] = latitude
+        properties["$longitude"] = facts.longitude
+    page_view = {**page.page_view, "http_route": json_safe(http.route)} if http.route else page.page_view
+    return RequestContext(http, facts.server_span, facts.device_id, facts.user_id, ip, latitude, facts.longitude,
+                          facts.is_bot, properties, page_view, facts.user_agent.is_automated, first_touch.profile)
+
+
+def _proxied_request(facts: RequestFacts, http: HttpFacts, settings: Settings) -> ProxiedRequest:
+    limit = attribute_length_limit(facts.server_span)
+    cut = _never_cut if limit is None else partial(request_header_cut, facts.server_attributes, limit)
+    return proxied_request(http.peer_address, partial(request_header, facts.server_attributes), settings, cut)
+
+
+def _request_page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+                  sensitive: frozenset[str]) -> _Page:
+    short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
+    return (_cached_page if short else _page)(scheme, host, path, query, sensitive)

@@ -88,6 +88,16 @@ def safe_properties(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
             for key, value in attributes.items()}
 
 
+def safe_text_properties(properties: dict[str, str]) -> dict[str, str]:
+    """``safe_properties`` of properties the exporter made itself: plain ``str`` keys already safe (fixed
+    names), plain ``str`` values. Hands back ``properties`` itself when every value is short ASCII, as
+    nearly every URL is; so the caller must own it."""
+    for value in properties.values():
+        if len(value) > MAX_STRING_BYTES or not value.isascii():
+            return {key: truncate_utf8(value) for key, value in properties.items()}
+    return properties
+
+
 def limit_property_count(properties: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
     """At most ``MAX_PROPERTIES`` properties, the ``keep`` ones always among them, the rest in order."""
     if len(properties) <= MAX_PROPERTIES:

@@ -13,9 +13,10 @@ import ipaddress
 import logging
 import re
 import socket
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from otel_mixpanel.config import ENV_PREFIX, FORWARDING_LIST_HEADERS, Settings, TrustedProxies
+from otel_mixpanel.spans import REQUEST_HEADER_PREFIX, request_header
 
 logger = logging.getLogger("otel_mixpanel")
 UNTRUSTED_FORWARDING_WARNING = (
@@ -154,6 +155,32 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
         client = address_text(written[0] if written else peer)
     host = _host(_last(header("x-forwarded-host"))) if settings.forwarded_host else None
     return ProxiedRequest(client, _scheme(_last(header("x-forwarded-proto"))), host)
+
+
+# The proxy headers' attributes in both spellings that request_header reads (x-forwarded-for, x_forwarded_for).
+_FORWARDING_ATTRIBUTES = tuple(dict.fromkeys(
+    REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded") for spelling in (name, name.replace("-", "_"))))
+
+
+def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | None:
+    """``proxied_request(peer, ...).client`` when no proxy is trusted, ``attributes`` being the server
+    span's: the peer's address, and the warning if the request came through a proxy.
+
+    Without a trusted proxy this is every request's path, and nearly every request has neither proxy
+    header: their attributes are looked for first, and only read once there is one.
+    """
+    if not _warned_untrusted_forwarding and _any_recorded(attributes, _FORWARDING_ATTRIBUTES) and (
+            request_header(attributes, "x-forwarded-for") or request_header(attributes, "forwarded")):
+        _warn_untrusted_forwarding()
+    return address_text(peer)
+
+
+def _any_recorded(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
+    # request_header finds nothing in an attribute that is absent or None.
+    for key in keys:
+        if attributes.get(key) is not None:
+            return True
+    return False
 
 
 def _from_forwarded(peer: str | None, values: tuple[str, ...], trusted: TrustedProxies,

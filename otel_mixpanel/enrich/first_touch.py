@@ -20,7 +20,7 @@ from typing import Any, Mapping, NamedTuple
 
 from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS
 from otel_mixpanel.enrich.url import REDACTED, redact_url
-from otel_mixpanel.limits import safe_properties
+from otel_mixpanel.limits import safe_properties, safe_text_properties
 
 MIXPANEL_JS_VERSION = "2.83.0"
 DIRECT = "$direct"
@@ -66,14 +66,20 @@ def initial_referrer(referrer: str | None) -> tuple[str, str]:
 class FirstTouchProperties(NamedTuple):
     """What a request's first touch adds: to every event, and to the profile with ``$set_once``;
     ``campaign``: the stored ``utm_*``, ``$search_engine`` and ``mp_keyword``, under the request's own URL
-    parameters and Referer on every event."""
+    parameters and Referer on every event.
 
-    every_event: Mapping[str, Any]
+    ``every_event`` and ``campaign`` are plain dicts, which merge into the request's properties at C
+    speed: they are shared with the caches here, so never change them."""
+
+    every_event: dict[str, Any]
     profile: Mapping[str, Any]
-    campaign: Mapping[str, Any] = MappingProxyType({})
+    campaign: dict[str, Any] = {}
 
 
-NO_FIRST_TOUCH = FirstTouchProperties(MappingProxyType({}), MappingProxyType({}))
+NO_FIRST_TOUCH = FirstTouchProperties({}, MappingProxyType({}))
+# A first touch with UTM parameters, or a stored campaign: most spans have neither, which one pass tells.
+_OPTIONAL_ATTRIBUTE_NAMES = _UTM_ATTRIBUTE_NAMES | _CAMPAIGN_ATTRIBUTE_NAMES
+_STORED_ATTRIBUTE_NAMES = tuple(attribute for attribute, _ in _STORED_ATTRIBUTES)
 
 
 def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -> FirstTouchProperties:
@@ -82,25 +88,32 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     if type(referrer) is not str or not referrer:
         return NO_FIRST_TOUCH
     domain = attributes.get(REFERRING_DOMAIN_ATTRIBUTE)
-    # Most first touches had no UTM parameters: one pass over the span's keys (in C) tells.
+    domain = domain if type(domain) is str and domain else None
+    if _OPTIONAL_ATTRIBUTE_NAMES.isdisjoint(attributes):
+        return _first_touch(referrer, domain, (), sensitive)
     utm = () if _UTM_ATTRIBUTE_NAMES.isdisjoint(attributes) else tuple(
         (key, value) for attribute, key in UTM_ATTRIBUTES if type(value := attributes.get(attribute)) is str and value)
-    touch = _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
+    touch = _first_touch(referrer, domain, utm, sensitive)
     if _CAMPAIGN_ATTRIBUTE_NAMES.isdisjoint(attributes):
         return touch
-    return touch._replace(campaign=_campaign(tuple(
-        (name, value) for attribute, name in _STORED_ATTRIBUTES
-        if type(value := attributes.get(attribute)) is str and value), sensitive))
+    values = tuple(map(attributes.get, _STORED_ATTRIBUTE_NAMES))
+    try:
+        campaign = _campaign(sensitive, *values)
+    except TypeError:
+        # A value no cache can hold (a list, in a mapping that is not the SDK's): read without the cache.
+        campaign = _campaign.__wrapped__(sensitive, *values)
+    return FirstTouchProperties(touch.every_event, touch.profile, campaign)
 
 
-# A campaign link brings many browsers: each campaign's properties are made once.
-@lru_cache(maxsize=1024)
-def _campaign(pairs: tuple[tuple[str, str], ...], sensitive: frozenset[str]) -> Mapping[str, Any]:
-    properties = dict(pairs)
+# A campaign link brings many browsers: each campaign's properties are made once, keyed on the
+# attributes' raw values; typed, as only str values count (a str subclass equal to one must not hit).
+@lru_cache(maxsize=1024, typed=True)
+def _campaign(sensitive: frozenset[str], *values: Any) -> dict[str, Any]:
+    properties = {name: value for (_, name), value in zip(_STORED_ATTRIBUTES, values) if type(value) is str and value}
     if "mp_keyword" in properties and not _SEARCH_WORD_PARAMETERS.isdisjoint(sensitive):
         # As the request's own mp_keyword is read from the redacted referrer.
         properties["mp_keyword"] = REDACTED
-    return MappingProxyType(safe_properties(properties))
+    return safe_text_properties(properties)
 
 
 # First touches repeat ("$direct", a search engine's home page): the properties are built once each.
@@ -117,4 +130,4 @@ def _first_touch(referrer: str, domain: str | None, utm: tuple[tuple[str, str], 
     if utm:
         given = dict(utm)
         profile.update(safe_properties({key: given.get(key) for key in INITIAL_UTM_KEYS}))
-    return FirstTouchProperties(MappingProxyType(every_event), MappingProxyType(profile))
+    return FirstTouchProperties(every_event, MappingProxyType(profile))

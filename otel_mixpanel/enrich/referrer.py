@@ -8,8 +8,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from otel_mixpanel.enrich.first_touch import js_referring_domain
-from otel_mixpanel.enrich.url import redact_url
-from otel_mixpanel.limits import safe_properties
+from otel_mixpanel.enrich.url import plain_url, redact_url
+from otel_mixpanel.limits import safe_text_properties
 
 # The search engines Mixpanel's web SDK recognises, with its own patterns (mixpanel-js 2.83.0,
 # _.info.searchEngine: referrer.search(pattern) === 0), loose as they are: an ad server's
@@ -24,9 +24,14 @@ _SEARCH_ENGINES = (
 # first "p" (Yahoo) or "q" (the others) anywhere in the referrer, decoded, then "+" read as a space.
 _SEARCH_QUERY = re.compile(r"[?&]q=([^&#]*)")
 _YAHOO_QUERY = re.compile(r"[?&]p=([^&#]*)")
+# Each pattern above needs its engine's name on one line: without any, none of them can match.
+_ANY_ENGINE = re.compile(r"google|bing|yahoo|duckduckgo")
 
 
 def referring_domain(referrer: str) -> str | None:
+    plain = plain_url(referrer)
+    if plain is not None:
+        return plain[1]
     try:
         host = urlsplit(referrer).hostname
     except ValueError:
@@ -60,11 +65,14 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
         # $initial_referring_domain.
         properties["$referring_domain"] = js_referring_domain(redacted_referrer) or domain
     properties.update(search_info(redacted_referrer))
-    return safe_properties(properties)
+    return safe_text_properties(properties)
 
 
 def search_info(referrer: str) -> dict[str, str]:
     """mixpanel-js 2.83.0's ``_.info.searchInfo``: ``$search_engine``, and ``mp_keyword`` when the search has words."""
+    if _ANY_ENGINE.search(referrer) is None:
+        # Most referrers are the site's own pages: one search rules out all four patterns.
+        return {}
     for pattern, engine in _SEARCH_ENGINES:
         if pattern.match(referrer):
             found = {"$search_engine": engine}
