@@ -83,23 +83,31 @@ class TraceAssembler:
         now = self._clock()
         with self._lock:
             for span in spans:
-                if span.context is None:
+                context = span.context
+                if context is None:
                     continue
                 if is_local_root(span):
-                    complete.append(LocalTrace(span, self._claim_descendants(span) + [span]))
+                    # Most requests are one server span, with nothing waiting: no descendants to look for.
+                    mine = self._claim_descendants(span) if self._waiting else []
+                    mine.append(span)
+                    complete.append(LocalTrace(span, mine))
                 else:
-                    waiting = self._waiting.get(span.context.trace_id)
-                    if waiting is None:
-                        waiting = self._waiting[span.context.trace_id] = _Waiting(now)
-                    size = span_bytes(span)
-                    waiting.spans.append(span)
-                    waiting.size += size
-                    self._waiting_count += 1
-                    self._waiting_bytes += size
-            complete.extend(self._release(lambda w: now - w.since >= self._wait
-                                          or self._waiting_count > MAX_WAITING_SPANS
-                                          or self._waiting_bytes > MAX_WAITING_BYTES))
+                    self._hold(span, context.trace_id, now)
+            if self._waiting:
+                complete.extend(self._release(lambda w: now - w.since >= self._wait
+                                              or self._waiting_count > MAX_WAITING_SPANS
+                                              or self._waiting_bytes > MAX_WAITING_BYTES))
         return complete
+
+    def _hold(self, span: ReadableSpan, trace_id: int, now: float) -> None:
+        waiting = self._waiting.get(trace_id)
+        if waiting is None:
+            waiting = self._waiting[trace_id] = _Waiting(now)
+        size = span_bytes(span)
+        waiting.spans.append(span)
+        waiting.size += size
+        self._waiting_count += 1
+        self._waiting_bytes += size
 
     def drain(self) -> list[LocalTrace]:
         """Everything still waiting, for shutdown."""

@@ -86,7 +86,7 @@ class EventBuilder:
             return False
         if page_view is None:
             page_view = self.page_view(facts)
-        return page_view or any(span_events(span) for span in trace.spans)
+        return page_view or any(map(span_events, trace.spans))
 
     def messages(self, trace: LocalTrace, context: RequestContext, page_view: bool | None = None
                  ) -> Iterator[Message]:

@@ -64,12 +64,14 @@ def is_document_load(http: HttpFacts) -> bool:
     ``Sec-Fetch-Mode``; without either, the ``Accept`` header. A request that says none of
     these (``curl``, most libraries, or a span on which nothing recorded them) is no document load.
     """
-    if http.content_type is not None and media_type(http.content_type) not in HTML_TYPES:
+    content_type = http.content_type
+    # Browsers and frameworks spell these as compared here; other spellings take the general path.
+    if content_type is not None and content_type not in HTML_TYPES and media_type(content_type) not in HTML_TYPES:
         return False
     if http.fetch_dest is not None:
-        return http.fetch_dest.lower() == "document"
+        return http.fetch_dest == "document" or http.fetch_dest.lower() == "document"
     if http.fetch_mode is not None:
-        return http.fetch_mode.lower() == "navigate"
+        return http.fetch_mode == "navigate" or http.fetch_mode.lower() == "navigate"
     return http.accept is not None and prefers_html(http.accept)
 
 

@@ -6,7 +6,7 @@ any span). Nothing here interprets the values; later steps do.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
@@ -49,6 +49,8 @@ from otel_mixpanel.baggage_ids import CARRIED_USER_ATTRIBUTE
 from otel_mixpanel.limits import truncate_utf8
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
+# Looked up once: reading an enum member from its class costs more than the comparison.
+_SERVER = SpanKind.SERVER
 # A captured header's attribute is the template, a dot and the header's name.
 REQUEST_HEADER_PREFIX = http.HTTP_REQUEST_HEADER_TEMPLATE + "."
 RESPONSE_HEADER_PREFIX = http.HTTP_RESPONSE_HEADER_TEMPLATE + "."
@@ -79,6 +81,10 @@ class HttpFacts(NamedTuple):
     content_type: str | None = None
 
 
+# A named tuple from a tuple of all its fields in order, as its generated __new__ makes it at
+# about twice the cost: these are made for every request.
+_new_http_facts = partial(tuple.__new__, HttpFacts)
+
 # Leaves room for the "$device:" prefix within Mixpanel's 255 bytes; real ids are far shorter.
 MAX_ID_BYTES = 200
 
@@ -88,6 +94,9 @@ class IdentityFacts(NamedTuple):
     user_id: str | None
     latitude: float | None
     longitude: float | None
+
+
+_new_identity_facts = partial(tuple.__new__, IdentityFacts)
 
 
 def _text(value: Any) -> str | None:
@@ -204,10 +213,67 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
     """The HTTP request of a server span, or None when the span is not one.
 
     Each fact is read from the stable attribute first, then the old one; an empty value
-    counts as absent. Called for every request, hence the terse ``or`` chains.
+    counts as absent.
     """
-    if kind != SpanKind.SERVER:
+    if kind != _SERVER:
         return None
+    return _read_plain_http(attributes) or _read_http(span_name, attributes)
+
+
+def _all_plain(values: tuple[Any, ...]) -> bool:
+    """Each value is None or text that ``_text`` returns unchanged: ASCII, not empty, not padded."""
+    for value in values:
+        if value is not None and not (type(value) is str and value and value.isascii() and value.strip() is value):
+            return False
+    return True
+
+
+def _header_value(get: Callable[[str], Any], keys: tuple[str, str]) -> Any:
+    """A captured header as it was recorded, unwrapped when it is one value (a tuple of one, as
+    instrumentation records nearly every header)."""
+    value = get(keys[0])
+    if value is None:
+        value = get(keys[1])
+    return value[0] if type(value) is tuple and len(value) == 1 else value
+
+
+def _read_plain_http(attributes: Mapping[str, Any]) -> HttpFacts | None:
+    """``_read_http``'s answer for the usual span, or None to have ``_read_http`` read it.
+
+    The usual span records each fact as plain text (headers as a tuple of one text), and a
+    path, a host and a user agent, but no full URL. Its facts are then the values themselves,
+    found by the same look-ups in the same order as ``_read_http``'s, with no ``_text`` to call
+    for each. Anything else (odd types, padding, non-ASCII text, facts to be found elsewhere)
+    is left to ``_read_http``. tests/test_spans.py compares the two on generated spans.
+    """
+    get = attributes.get
+    method = get(http.HTTP_REQUEST_METHOD) or get(http_old.HTTP_METHOD)
+    host = get(server.SERVER_ADDRESS) or get(http_old.HTTP_HOST) or get(net_old.NET_HOST_NAME)
+    path = get(url.URL_PATH)
+    agent = get(user_agent.USER_AGENT_ORIGINAL) or get(http_old.HTTP_USER_AGENT)
+    status = get(http.HTTP_RESPONSE_STATUS_CODE) or get(http_old.HTTP_STATUS_CODE)
+    if (not method or not host or not path or not agent or (status is not None and type(status) is not int)
+            or get(url.URL_FULL) is not None or get(http_old.HTTP_URL) is not None):
+        return None
+    scheme = get(url.URL_SCHEME) or get(http_old.HTTP_SCHEME)
+    query = get(url.URL_QUERY)
+    route = get(http.HTTP_ROUTE)
+    peer = get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)
+    referer = _header_value(get, _REFERER_HEADER)
+    accept = _header_value(get, _ACCEPT_HEADER)
+    fetch_dest = _header_value(get, _FETCH_DEST_HEADER)
+    fetch_mode = _header_value(get, _FETCH_MODE_HEADER)
+    content_type = _header_value(get, _CONTENT_TYPE_HEADER)
+    if not _all_plain((method, scheme, host, path, query, route, agent, peer,
+                       referer, accept, fetch_dest, fetch_mode, content_type)):
+        return None
+    return _new_http_facts((method.upper(), scheme.lower() if scheme else None, host, path, query, route, status,
+                            agent, get(user_agent_incubating.USER_AGENT_SYNTHETIC_TYPE) is not None, peer,
+                            referer, accept, fetch_dest, fetch_mode, content_type))
+
+
+def _read_http(span_name: str, attributes: Mapping[str, Any]) -> HttpFacts | None:
+    """``read_http`` for any span: every fact through ``_text``, wherever it was recorded."""
     get = attributes.get
     method = _text(get(http.HTTP_REQUEST_METHOD) or get(http_old.HTTP_METHOD))
     if method is None:
@@ -274,12 +340,37 @@ def identity_text(value: Any) -> str | None:
 
 
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
+    return _read_plain_identity(attributes) or _read_identity(attributes)
+
+
+def _read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
+    """``read_identity`` for any span: each id through ``identity_text``, each coordinate through ``_number``."""
     get = attributes.get
     device_id = identity_text(get(enduser.ENDUSER_PSEUDO_ID))
     user_id = identity_text(get(enduser.ENDUSER_ID) or get(user.USER_ID))
     if device_id is not None and user_id is not None and _names_another_user(get(CARRIED_USER_ATTRIBUTE), user_id):
         device_id = None
     return IdentityFacts(device_id, user_id, _number(get(geo.GEO_LOCATION_LAT)), _number(get(geo.GEO_LOCATION_LON)))
+
+
+def _read_plain_identity(attributes: Mapping[str, Any]) -> IdentityFacts | None:
+    """``_read_identity``'s answer for the usual span (ids that ``identity_text`` returns as they are,
+    no location), or None to have ``_read_identity`` read it. tests/test_spans.py compares the two."""
+    get = attributes.get
+    device_id = get(enduser.ENDUSER_PSEUDO_ID)
+    user_id = get(enduser.ENDUSER_ID) or get(user.USER_ID)
+    if (get(geo.GEO_LOCATION_LAT) is not None or get(geo.GEO_LOCATION_LON) is not None
+            or not _plain_id(device_id) or not _plain_id(user_id)
+            or (device_id is not None and user_id is not None and get(CARRIED_USER_ATTRIBUTE) is not None)):
+        return None
+    return _new_identity_facts((device_id, user_id, None, None))
+
+
+def _plain_id(value: Any) -> bool:
+    """``value`` is absent, or an id that ``identity_text`` returns unchanged: short, unpadded ASCII
+    text that is no placeholder."""
+    return value is None or (type(value) is str and 0 < len(value) <= MAX_ID_BYTES and value.isascii()
+                             and value.strip() is value and not is_placeholder_id(value))
 
 
 def _names_another_user(carried_user: Any, user_id: str) -> bool:

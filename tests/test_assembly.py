@@ -74,3 +74,21 @@ def test_memory_held_by_waiting_spans_is_bounded_by_bytes_not_only_by_count():
     first_released = released[0].spans[0].attributes["db.statement"][:6]
     assert first_released == "000000"
 
+
+
+def test_a_root_comes_out_at_once_beside_another_requests_waiting_children():
+    provider, memory = _provider()
+    tracer = provider.get_tracer("test")
+    slow_root = tracer.start_span("GET /slow", kind=trace.SpanKind.SERVER)
+    with trace.use_span(slow_root, end_on_exit=False):
+        with tracer.start_as_current_span("query"):
+            pass
+    with tracer.start_as_current_span("GET /fast", kind=trace.SpanKind.SERVER):
+        pass
+    slow_root.end()
+    query, fast, slow = memory.get_finished_spans()
+    assembler = TraceAssembler(wait_seconds=60)
+    [alone] = assembler.add([query, fast])
+    assert alone.root is fast and alone.spans == [fast] and assembler.waiting_spans == 1
+    [together] = assembler.add([slow])
+    assert together.root is slow and together.spans == [query, slow] and assembler.waiting_spans == 0

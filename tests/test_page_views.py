@@ -16,7 +16,8 @@ from conftest import (DESKTOP_CHROME, GOOGLEBOT, IPHONE, NAVIGATION, SEMCONV_MOD
                       without_volatile)
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.config import ConfigError, Settings
-from otel_mixpanel.page_views import prefers_html
+from otel_mixpanel.page_views import HTML_TYPES, is_document_load, media_type, prefers_html
+from otel_mixpanel.spans import HttpFacts
 from otel_mixpanel.web import MixpanelMiddleware
 from test_web import Browser, serve
 
@@ -420,3 +421,22 @@ def test_no_set_up_warning_where_the_headers_are_recorded_or_no_person_is_there(
     assert len(looked(ingest)) == 1
     # A probe has no device id by design: neither warning applies to it.
     assert not [r for r in caplog.records if "Page views:" in r.getMessage() or "without a user" in r.getMessage()]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/html", "TEXT/HTML", "text/html; charset=utf-8", " text/html",
+                                          "application/xhtml+xml", "application/json", "", "text/htm"])
+@pytest.mark.parametrize("fetch_dest", [None, "document", "Document", "DOCUMENT", "empty", "iframe", ""])
+@pytest.mark.parametrize("fetch_mode", [None, "navigate", "Navigate", "cors", ""])
+def test_document_load_shortcuts_decide_as_the_media_type_and_lower_case_reading(content_type, fetch_dest, fetch_mode):
+    """is_document_load compares the usual spellings first; every spelling decides as the general reading."""
+    facts = HttpFacts("GET", "https", "shop.example.com", "/", None, None, 200, "Mozilla/5.0", False, None, None,
+                      "text/html", fetch_dest, fetch_mode, content_type)
+    if content_type is not None and media_type(content_type) not in HTML_TYPES:
+        expected = False
+    elif fetch_dest is not None:
+        expected = fetch_dest.lower() == "document"
+    elif fetch_mode is not None:
+        expected = fetch_mode.lower() == "navigate"
+    else:
+        expected = True
+    assert is_document_load(facts) is expected
