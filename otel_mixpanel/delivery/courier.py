@@ -48,6 +48,8 @@ class _Batch:
     queue: deque[list[Record]]
     backoff: Backoff
     failed_here: bool = False
+    # Leased by the claim for its first request and the next one (see Courier._claim_lease_s).
+    fresh: bool = True
 
     def ids(self, *chunks: list[Record]) -> list[int]:
         return [record.id for chunk in chunks for record in chunk]
@@ -89,7 +91,7 @@ class Courier:
             if self._pacing.any_paused():
                 # The thread whose request failed retries alone and claims the rest once through.
                 return self._spool().held(worker.owner) == 0
-            records = self._spool().claim(worker.owner, limit, self._lease_s(0.0))
+            records = self._spool().claim(worker.owner, limit, self._claim_lease_s())
             if not records:
                 # A worker killed meanwhile (SIGKILL, OOM) leaves leases nobody will end: take them now.
                 if self._spool().reclaim_from_dead_owners():
@@ -103,6 +105,12 @@ class Courier:
 
     def _lease_s(self, wait_s: float) -> float:
         return wait_s + self._settings.timeout_ms / 1000 + LEASE_MARGIN_S
+
+    def _claim_lease_s(self) -> float:
+        # Long enough for the first request and the one after it, as the renewal before the first
+        # request would make it: a full batch often takes two requests, and that renewal would write
+        # every lease again moments after the claim, under the lock the exporting thread spools with.
+        return self._lease_s(self._settings.timeout_ms / 1000)
 
     def _deliver(self, worker: Worker, records: list[Record]) -> bool:
         """Send one claimed batch; False when shutdown ends the pass."""
@@ -120,6 +128,7 @@ class Courier:
                 return True
             if wait > 0:
                 spool.renew(batch.held(chunk), worker.owner, self._lease_s(wait))
+                batch.fresh = False
                 if not self._pacing.pause(wait):
                     spool.release(batch.held(chunk))
                     return False
@@ -129,9 +138,10 @@ class Courier:
             if timeout <= 0:
                 spool.release(batch.held(chunk))
                 return False
-            if batch.queue:
+            if batch.queue and not batch.fresh:
                 # Later chunks wait for this request: their leases must outlive it.
                 spool.renew(batch.held(chunk), worker.owner, self._lease_s(timeout))
+            batch.fresh = False
             outcome = worker.transport.post(route, [record.body for record in chunk], timeout)
             if not self._act(batch, chunk, outcome):
                 return True
