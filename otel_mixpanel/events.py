@@ -7,9 +7,10 @@ the same messages, down to ``$insert_id``, so a message sent twice is deduplicat
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator, Mapping, NamedTuple
+import struct
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 
 from otel_mixpanel.api import IDENTIFY_EVENT, SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT, SET_PROFILE_EVENT
 from otel_mixpanel.assembly import LocalTrace
@@ -20,7 +21,7 @@ from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.groups import group_membership, group_update, request_groups
 from otel_mixpanel.enrich.identity import distinct_id, identify_properties, identity_properties
 from otel_mixpanel.span_reads import span_events
-from otel_mixpanel.limits import limit_property_count, safe_properties, truncate_utf8
+from otel_mixpanel.limits import MAX_PROPERTIES, limit_property_count, safe_properties, truncate_utf8
 from otel_mixpanel.page_views import is_page_view
 from otel_mixpanel.version import __version__
 
@@ -43,13 +44,25 @@ class Message(NamedTuple):
     body: dict[str, Any]
 
 
+# An $insert_id's key: the trace id's 16 bytes (as two halves) and the span id's 8, big-endian.
+# Packing refuses what ``int.to_bytes(16)``/``to_bytes(8)`` would refuse: negative or oversized ids.
+_SPAN_KEY = struct.Struct(">QQQ")
+_LOW_64_BITS = (1 << 64) - 1
+_PAGE_VIEW_SLOT = b"page"
+
+
 def insert_id(trace_id: int, span_id: int, slot: str) -> str:
     """A stable 16-character ``$insert_id`` for one event of one span.
 
     Mixpanel deduplicates on event name, time, distinct_id and ``$insert_id`` together, so
     64 bits are ample, and every byte saved is saved on every event sent.
     """
-    key = trace_id.to_bytes(16, "big") + span_id.to_bytes(8, "big") + slot.encode()
+    return _insert_id(trace_id, span_id, slot.encode())
+
+
+def _insert_id(trace_id: int, span_id: int, slot: bytes) -> str:
+    """BLAKE2b-64 of the trace id (16 bytes), the span id (8 bytes) and the slot's UTF-8, in hex."""
+    key = _SPAN_KEY.pack(trace_id >> 64, trace_id & _LOW_64_BITS, span_id) + slot
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
@@ -61,10 +74,6 @@ def _own_properties(attributes: Any) -> dict[str, Any]:
     return properties
 
 
-def _millis(nanoseconds: int | None) -> int:
-    return int(nanoseconds or 0) // 1_000_000
-
-
 class EventBuilder:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -72,6 +81,7 @@ class EventBuilder:
         self._included = frozenset(settings.included_events)
         # Like an event's own properties, super properties never replace what identity and dedup rest on.
         self._super = {key: value for key, value in (settings.super_properties or {}).items() if key not in KEPT}
+        self._page_view_name = truncate_utf8(settings.page_view_event)
 
     def page_view(self, facts: RequestFacts) -> bool:
         """Whether the request is a page view to send; the exporter decides it once per request
@@ -89,33 +99,38 @@ class EventBuilder:
         return page_view or any(map(span_events, trace.spans))
 
     def messages(self, trace: LocalTrace, context: RequestContext, page_view: bool | None = None
-                 ) -> Iterator[Message]:
+                 ) -> list[Message]:
         """The request's messages; ``page_view`` is ``page_view()``'s answer when already known."""
         if context.is_bot and not self._settings.track_bots:
-            return
+            return []
         identity = identity_properties(context.device_id, context.user_id)
+        # Most spans have no events: the spans that do are looked at, once.
+        recorded = [(span, events) for span in trace.spans if (events := span_events(span))]
         # mixpanel-js 2.83.0's track(): automatic properties < super properties (set_group() registers one,
         # after those configured) < the event's own.
-        groups = request_groups(trace)
+        groups = request_groups(recorded)
         base = {**context.properties, **self._super, **groups} if self._super or groups else context.properties
         server_span = context.server_span
         if page_view is None:
             page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
+        messages = []
         if page_view and server_span is not None:
-            yield self._event(self._settings.page_view_event, server_span, "page", server_span.start_time,
-                              {**base, **context.page}, identity)
-        for span in trace.spans:
-            for index, span_event in enumerate(span_events(span)):
+            messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT, server_span.start_time,
+                                        {**base, **context.page}, identity, context.ip))
+        for span, events in recorded:
+            for index, span_event in enumerate(events):
                 if span_event.name == IDENTIFY_EVENT:
-                    yield from self._identify(span, index, span_event.timestamp, context, base)
-                    yield from self._first_touch_update(context)
+                    messages.extend(self._identify(span, index, span_event.timestamp, context, base))
+                    messages.extend(self._first_touch_update(context))
                 elif span_event.name == SET_PROFILE_EVENT:
-                    yield from self._profile_update(span_event.attributes, context)
+                    messages.extend(self._profile_update(span_event.attributes, context))
                 elif span_event.name in (SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT):
-                    yield from self._group_messages(span_event.name, span_event.attributes, context)
+                    messages.extend(self._group_messages(span_event.name, span_event.attributes, context))
                 elif self._is_tracked(span_event.name):
-                    yield self._event(span_event.name, span, str(index), span_event.timestamp,
-                                      {**base, **_own_properties(span_event.attributes)}, identity)
+                    properties = {**base, **_own_properties(span_event.attributes)}
+                    messages.append(self._event(truncate_utf8(span_event.name), span, b"%d" % index,
+                                                span_event.timestamp, properties, identity, context.ip))
+        return messages
 
     def _group_messages(self, name: str, attributes: Any, context: RequestContext) -> Iterator[Message]:
         """set_group(): the user's profile gets the membership too, as mixpanel-js's people.set of it;
@@ -133,19 +148,24 @@ class EventBuilder:
         """Whether a business event of this name is sent: not denied, and allowed when an allow-list is set."""
         return bool(name) and name not in self._excluded and (not self._included or name in self._included)
 
-    def _event(self, name: str, span: ReadableSpan, slot: str, timestamp: int | None,
-               properties: dict[str, Any], identity: Mapping[str, Any]) -> Message:
+    def _event(self, name: str, span: ReadableSpan, slot: bytes, timestamp: int | None,
+               properties: dict[str, Any], identity: Mapping[str, Any], client_ip: str | None) -> Message:
+        """Event ``name`` (already cut to Mixpanel's length) with the request's ``properties``, which it takes."""
         properties.update(identity)
-        # The request's client address, or one the application gave as an attribute, under the privacy setting.
-        properties["ip"] = geolocation_ip(properties.get("ip"), self._settings.ip_mode)
-        properties["time"] = _millis(timestamp)
-        properties["$insert_id"] = insert_id(span.context.trace_id, span.context.span_id, slot)
+        ip = properties.get("ip")
+        # The request's client address (RequestContext.ip) is already normalised under the privacy setting;
+        # one the application gave as an attribute, or none, goes through the check.
+        properties["ip"] = ip if ip is client_ip and ip is not None else geolocation_ip(ip, self._settings.ip_mode)
+        properties["time"] = int(timestamp or 0) // 1_000_000
+        span_context = span.context
+        properties["$insert_id"] = _insert_id(span_context.trace_id, span_context.span_id, slot)
         properties.setdefault("mp_lib", LIBRARY)
         properties.setdefault("$lib_version", LIBRARY_VERSION)
         if self._settings.token:
             properties["token"] = self._settings.token
-        properties = limit_property_count(properties, KEPT)
-        return Message(EVENTS, {"event": truncate_utf8(name), "properties": properties})
+        if len(properties) > MAX_PROPERTIES:
+            properties = limit_property_count(properties, KEPT)
+        return Message(EVENTS, {"event": name, "properties": properties})
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
                   context: RequestContext, base: Mapping[str, Any]) -> Iterator[Message]:
@@ -154,8 +174,8 @@ class EventBuilder:
         first event carrying both ids, and ignores ``$identify``."""
         if self._settings.id_merge != ID_MERGE_ORIGINAL or not context.device_id or not context.user_id:
             return
-        yield self._event("$identify", span, f"identify{index}", timestamp, {**base},
-                          identify_properties(context.device_id, context.user_id))
+        yield self._event("$identify", span, b"identify%d" % index, timestamp, {**base},
+                          identify_properties(context.device_id, context.user_id), context.ip)
 
     def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:
         """``/engage`` ``$set`` for the request's user. mixpanel-js (2.83.0, MixpanelPeople) queues

@@ -169,7 +169,7 @@ class MixpanelSpanExporter(SpanExporter):
             # An API call without business events, an asset, a crawler: nothing to enrich.
             return []
         context = enrich_request(facts, self._settings, self._sensitive)
-        messages = list(self._builder.messages(trace, context, page_view))
+        messages = self._builder.messages(trace, context, page_view)
         # Automated clients (health checkers, scripts) are given no device id on purpose.
         if messages and not context.device_id and not context.user_id and not context.is_automated:
             self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))

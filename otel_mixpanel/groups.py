@@ -7,19 +7,20 @@ every event, and ``MixpanelGroup._send_request`` sends ``{"$set": {...}, "$group
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
 
 from otel_mixpanel.api import GROUP_ID_ATTRIBUTE, GROUP_KEY_ATTRIBUTE, SET_GROUP_EVENT
-from otel_mixpanel.assembly import LocalTrace
 from otel_mixpanel.limits import limit_property_count, safe_properties
-from otel_mixpanel.span_reads import span_events
 
 
-def request_groups(trace: LocalTrace) -> dict[str, list[str]]:
-    """``{group_key: [ids]}`` from the request's ``set_group()`` calls; a later call for a key wins."""
+def request_groups(recorded: Iterable[tuple[ReadableSpan, Sequence[Event]]]) -> dict[str, list[str]]:
+    """``{group_key: [ids]}`` from the ``set_group()`` calls among the request's spans' events (``recorded``,
+    in span order); a later call for a key wins."""
     groups: dict[str, list[str]] = {}
-    for span in trace.spans:
-        for span_event in span_events(span):
+    for _, span_events in recorded:
+        for span_event in span_events:
             if span_event.name == SET_GROUP_EVENT:
                 membership = group_membership(span_event.attributes)
                 if membership:
