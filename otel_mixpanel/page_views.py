@@ -52,9 +52,10 @@ def headers_unrecorded(http: HttpFacts | None, is_automated: bool, settings: Set
     Every browser sends ``Accept`` with each request, so its absence means that nothing
     recorded it (no web middleware, no header capture): the set-up, not the request, is at fault.
     """
-    return (settings.page_views and settings.page_view_detection != ANY_GET and http is not None
-            and not is_automated and http.method == "GET"
-            and http.accept is None and http.fetch_dest is None and http.fetch_mode is None)
+    # Asked for every request: the header checks first, as nearly every browser request records Accept.
+    return (http is not None and http.accept is None and http.fetch_dest is None and http.fetch_mode is None
+            and settings.page_views and settings.page_view_detection != ANY_GET
+            and not is_automated and http.method == "GET")
 
 
 def is_document_load(http: HttpFacts) -> bool:

@@ -267,7 +267,12 @@ def _read_plain_http(attributes: Mapping[str, Any]) -> HttpFacts | None:
     if not _all_plain((method, scheme, host, path, query, route, agent, peer,
                        referer, accept, fetch_dest, fetch_mode, content_type)):
         return None
-    return _new_http_facts((method.upper(), scheme.lower() if scheme else None, host, path, query, route, status,
+    # Most methods and schemes come in the case asked for: kept as they are rather than copied.
+    if not method.isupper():
+        method = method.upper()
+    if scheme and not scheme.islower():
+        scheme = scheme.lower()
+    return _new_http_facts((method, scheme or None, host, path, query, route, status,
                             agent, get(user_agent_incubating.USER_AGENT_SYNTHETIC_TYPE) is not None, peer,
                             referer, accept, fetch_dest, fetch_mode, content_type))
 
@@ -360,17 +365,18 @@ def _read_plain_identity(attributes: Mapping[str, Any]) -> IdentityFacts | None:
     device_id = get(enduser.ENDUSER_PSEUDO_ID)
     user_id = get(enduser.ENDUSER_ID) or get(user.USER_ID)
     if (get(geo.GEO_LOCATION_LAT) is not None or get(geo.GEO_LOCATION_LON) is not None
-            or not _plain_id(device_id) or not _plain_id(user_id)
+            or (device_id is not None and not _plain_id(device_id))
+            or (user_id is not None and not _plain_id(user_id))
             or (device_id is not None and user_id is not None and get(CARRIED_USER_ATTRIBUTE) is not None)):
         return None
     return _new_identity_facts((device_id, user_id, None, None))
 
 
 def _plain_id(value: Any) -> bool:
-    """``value`` is absent, or an id that ``identity_text`` returns unchanged: short, unpadded ASCII
-    text that is no placeholder."""
-    return value is None or (type(value) is str and 0 < len(value) <= MAX_ID_BYTES and value.isascii()
-                             and value.strip() is value and not is_placeholder_id(value))
+    """``value`` is an id that ``identity_text`` returns unchanged: short, unpadded ASCII text that is
+    no placeholder."""
+    return (type(value) is str and 0 < len(value) <= MAX_ID_BYTES and value.isascii() and value.strip() is value
+            and not is_placeholder_id(value))
 
 
 def _names_another_user(carried_user: Any, user_id: str) -> bool:
