@@ -56,18 +56,22 @@ class Admission:
         self.trimmed = 0
         self._warned: set[str] = set()
 
-    def event_json(self, body: dict[str, Any], keep: frozenset[str]) -> str | None:
-        """The event as JSON that Mixpanel accepts, or None when it must be dropped."""
+    def now_ms(self) -> int:
+        """The clock, in milliseconds; an exporter reads it once for a batch of events and passes it on."""
+        return int(self._clock() * 1000)
+
+    def event_json(self, body: dict[str, Any], keep: frozenset[str], now_ms: int) -> str | None:
+        """The event as JSON that Mixpanel accepts, or None when it must be dropped; ``now_ms`` is
+        ``now_ms()``, read when the batch began."""
         properties = body.get("properties")
-        if not isinstance(properties, dict) or not self._fix_time(properties):
+        if not isinstance(properties, dict) or not self._fix_time(properties, now_ms):
             return None
         data = dumps(body)
         if len(data) > MAX_EVENT_BYTES:
             data = self._trim(body, properties, keep, len(data))
         return data.decode()
 
-    def _fix_time(self, properties: dict[str, Any]) -> bool:
-        now_ms = int(self._clock() * 1000)
+    def _fix_time(self, properties: dict[str, Any], now_ms: int) -> bool:
         stamp = properties.get("time")
         if type(stamp) is int and EARLIEST_MS <= stamp <= now_ms + MAX_AHEAD_MS:
             if self._max_age_ms is None or stamp >= now_ms - self._max_age_ms:

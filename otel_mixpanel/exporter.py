@@ -149,9 +149,11 @@ class MixpanelSpanExporter(SpanExporter):
 
     def _hand_over(self, traces: list[LocalTrace]) -> SpanExportResult:
         serialised: list[tuple[str, str]] = []
+        # One reading of the clock for the batch: its events are checked against the same "now".
+        now_ms = self._admission.now_ms()
         for trace in traces:
             try:
-                serialised.extend(self._serialise(self._messages(trace)))
+                serialised.extend(self._serialise(self._messages(trace), now_ms))
             except Exception:
                 # One trace's odd data must not cost the others their events.
                 self._warn_once("convert", "A request's spans could not be converted; its events are skipped",
@@ -175,7 +177,7 @@ class MixpanelSpanExporter(SpanExporter):
             self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))
         return messages
 
-    def _serialise(self, messages: list[Message]) -> list[tuple[str, str]]:
+    def _serialise(self, messages: list[Message], now_ms: int) -> list[tuple[str, str]]:
         serialised: list[tuple[str, str]] = []
         for message in messages:
             body = message.body
@@ -185,7 +187,7 @@ class MixpanelSpanExporter(SpanExporter):
                     continue
                 body = hooked
             if message.endpoint == EVENTS:
-                text = self._admission.event_json(body, KEPT)
+                text = self._admission.event_json(body, KEPT, now_ms)
                 if text is not None:
                     serialised.append((self._events_endpoint, text))
             else:
