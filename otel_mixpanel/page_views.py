@@ -124,9 +124,30 @@ def _quality(parameters: str) -> float:
 
 
 def _admitted_path(path: str, settings: Settings) -> bool:
-    if path.lower().endswith(settings.static_extensions):
+    if _is_static(path, settings.static_extensions):
         return False
     if settings.page_view_include and not any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_include):
         return False
     return not (settings.page_view_exclude
                 and any(fnmatch.fnmatchcase(path, p) for p in settings.page_view_exclude))
+
+
+# The last extensions asked about, and whether each of them has a dot: settings keep one tuple.
+_last_extensions: tuple[tuple[str, ...], bool] = ((), True)
+
+
+def _is_static(path: str, extensions: tuple[str, ...]) -> bool:
+    """The path ends in one of the extensions, in any letter case.
+
+    Most paths have no dot at all (``/products/1234``), and so end in no extension that has one,
+    as every extension read from the settings does: those are told without a lower-cased copy and
+    a comparison with each extension.
+    """
+    global _last_extensions
+    known, dotted = _last_extensions
+    if known is not extensions:
+        dotted = all("." in extension for extension in extensions)
+        _last_extensions = (extensions, dotted)
+    if dotted and "." not in path:
+        return False
+    return path.lower().endswith(extensions)

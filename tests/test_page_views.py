@@ -16,7 +16,7 @@ from conftest import (DESKTOP_CHROME, GOOGLEBOT, IPHONE, NAVIGATION, SEMCONV_MOD
                       without_volatile)
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.config import ConfigError, Settings
-from otel_mixpanel.page_views import HTML_TYPES, is_document_load, media_type, prefers_html
+from otel_mixpanel.page_views import HTML_TYPES, _is_static, is_document_load, media_type, prefers_html
 from otel_mixpanel.spans import HttpFacts
 from otel_mixpanel.web import MixpanelMiddleware
 from test_web import Browser, serve
@@ -440,3 +440,10 @@ def test_document_load_shortcuts_decide_as_the_media_type_and_lower_case_reading
     else:
         expected = True
     assert is_document_load(facts) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("/.aJsScCΣİ0"), max_size=12),
+       st.sampled_from([Settings().static_extensions, (".js", ".CSS"), ("js",), (".tar.gz", "gz"), ()]))
+def test_static_paths_are_told_as_by_comparing_the_lower_cased_path(path, extensions):
+    assert _is_static(path, extensions) is path.lower().endswith(extensions)
