@@ -41,6 +41,8 @@ from otel_mixpanel.enrich.referrer import (
     _SEARCH_ENGINES,
     _SEARCH_QUERY,
     _YAHOO_QUERY,
+    _any_referrer_properties,
+    _referrer_properties,
     referrer_properties,
     referring_domain,
     search_info,
@@ -271,3 +273,9 @@ def test_the_peer_read_without_a_header_reader_warns_as_the_general_path(monkeyp
             assert untrusted_client("::ffff:1.2.3.4", attributes) == general.client == "1.2.3.4"
         assert client_ip._warned_untrusted_forwarding == warned == bool(attributes.get(
             "http.request.header.x-forwarded-for"))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(urls, st.sampled_from([SENSITIVE, frozenset()]))
+def test_plain_referrers_are_read_as_any_referrer(referrer, sensitive):
+    assert _referrer_properties.__wrapped__(referrer, sensitive) == _any_referrer_properties(referrer, sensitive)

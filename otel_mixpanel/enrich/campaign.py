@@ -27,14 +27,16 @@ def campaign_properties(query_pairs: list[tuple[str, str]]) -> dict[str, Any]:
     return properties
 
 
-# Any marketing parameter's name, anywhere in a query's text, in any case (a superset of what
-# campaign_properties picks once the query is decoded, as long as nothing in it is %-escaped).
-_MARKETING_NAME = re.compile("|".join(sorted(MARKETING_PARAMETERS)), re.IGNORECASE)
+# Any marketing parameter's name, anywhere in a lower-cased query's text: a superset of what
+# campaign_properties picks once the query is decoded, as long as nothing in it is %-escaped (str.lower
+# maps character by character, so a name that lower-cases to one is found in the lower-cased query).
+# Searching the lower-cased text is several times faster than an IGNORECASE search of the text.
+_MARKETING_NAME = re.compile("|".join(sorted(MARKETING_PARAMETERS)))
 
 
 def query_campaign_properties(query: str | None) -> dict[str, Any]:
     """``campaign_properties`` of a raw query string. Most queries (searches, pages, API arguments)
     name no marketing parameter; those are answered without parsing, which costs far more."""
-    if not query or ("%" not in query and _MARKETING_NAME.search(query) is None):
+    if not query or ("%" not in query and _MARKETING_NAME.search(query.lower()) is None):
         return {}
     return campaign_properties(query_pairs(query))

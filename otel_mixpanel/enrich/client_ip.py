@@ -158,8 +158,8 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
 
 
 # The proxy headers' attributes in both spellings that request_header reads (x-forwarded-for, x_forwarded_for).
-_FORWARDING_ATTRIBUTES = tuple(dict.fromkeys(
-    REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded") for spelling in (name, name.replace("-", "_"))))
+_FORWARDING_ATTRIBUTES = frozenset(
+    REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded") for spelling in (name, name.replace("-", "_")))
 
 
 def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | None:
@@ -169,18 +169,10 @@ def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | N
     Without a trusted proxy this is every request's path, and nearly every request has neither proxy
     header: their attributes are looked for first, and only read once there is one.
     """
-    if not _warned_untrusted_forwarding and _any_recorded(attributes, _FORWARDING_ATTRIBUTES) and (
+    if not _warned_untrusted_forwarding and not attributes.keys().isdisjoint(_FORWARDING_ATTRIBUTES) and (
             request_header(attributes, "x-forwarded-for") or request_header(attributes, "forwarded")):
         _warn_untrusted_forwarding()
     return address_text(peer)
-
-
-def _any_recorded(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
-    # request_header finds nothing in an attribute that is absent or None.
-    for key in keys:
-        if attributes.get(key) is not None:
-            return True
-    return False
 
 
 def _from_forwarded(peer: str | None, values: tuple[str, ...], trusted: TrustedProxies,

@@ -34,7 +34,6 @@ INITIAL_UTM_KEYS = tuple(INITIAL_UTM_PREFIX + name for name in CAMPAIGN_PARAMETE
 REFERRER_ATTRIBUTE = "otel_mixpanel.initial_referrer"
 REFERRING_DOMAIN_ATTRIBUTE = "otel_mixpanel.initial_referring_domain"
 UTM_ATTRIBUTES = tuple((f"otel_mixpanel.{key}", key) for key in INITIAL_UTM_KEYS)
-_UTM_ATTRIBUTE_NAMES = frozenset(attribute for attribute, _ in UTM_ATTRIBUTES)
 # The browser's current campaign, as mixpanel-js keeps its utm_* super properties: one attribute per
 # CAMPAIGN_PARAMETERS name that has a stored value (the request's own URL parameters are merged in).
 CAMPAIGN_ATTRIBUTES = tuple(f"otel_mixpanel.campaign.{name}" for name in CAMPAIGN_PARAMETERS)
@@ -42,7 +41,6 @@ CAMPAIGN_ATTRIBUTES = tuple(f"otel_mixpanel.campaign.{name}" for name in CAMPAIG
 SEARCH_PROPERTIES = ("$search_engine", "mp_keyword")
 SEARCH_ATTRIBUTES = ("otel_mixpanel.campaign.search_engine", "otel_mixpanel.campaign.mp_keyword")
 _STORED_ATTRIBUTES = tuple(zip(CAMPAIGN_ATTRIBUTES + SEARCH_ATTRIBUTES, CAMPAIGN_PARAMETERS + SEARCH_PROPERTIES))
-_CAMPAIGN_ATTRIBUTE_NAMES = frozenset(CAMPAIGN_ATTRIBUTES + SEARCH_ATTRIBUTES)
 # Where the search's words come from (see enrich.referrer): when one is sensitive, so is mp_keyword.
 _SEARCH_WORD_PARAMETERS = frozenset({"p", "q"})
 
@@ -77,9 +75,10 @@ class FirstTouchProperties(NamedTuple):
 
 
 NO_FIRST_TOUCH = FirstTouchProperties({}, MappingProxyType({}))
-# A first touch with UTM parameters, or a stored campaign: most spans have neither, which one pass tells.
-_OPTIONAL_ATTRIBUTE_NAMES = _UTM_ATTRIBUTE_NAMES | _CAMPAIGN_ATTRIBUTE_NAMES
-_STORED_ATTRIBUTE_NAMES = tuple(attribute for attribute, _ in _STORED_ATTRIBUTES)
+# Initial UTM parameters and a stored campaign: what a campaign's visitors have on every span, and
+# most spans have neither, which one pass tells.
+_OPTIONAL_ATTRIBUTE_NAMES = tuple(attribute for attribute, _ in UTM_ATTRIBUTES + _STORED_ATTRIBUTES)
+_OPTIONAL_ATTRIBUTES = frozenset(_OPTIONAL_ATTRIBUTE_NAMES)
 
 
 def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -> FirstTouchProperties:
@@ -88,32 +87,29 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     if type(referrer) is not str or not referrer:
         return NO_FIRST_TOUCH
     domain = attributes.get(REFERRING_DOMAIN_ATTRIBUTE)
-    domain = domain if type(domain) is str and domain else None
-    if _OPTIONAL_ATTRIBUTE_NAMES.isdisjoint(attributes):
-        return _first_touch(referrer, domain, (), sensitive)
-    utm = () if _UTM_ATTRIBUTE_NAMES.isdisjoint(attributes) else tuple(
-        (key, value) for attribute, key in UTM_ATTRIBUTES if type(value := attributes.get(attribute)) is str and value)
-    touch = _first_touch(referrer, domain, utm, sensitive)
-    if _CAMPAIGN_ATTRIBUTE_NAMES.isdisjoint(attributes):
-        return touch
-    values = tuple(map(attributes.get, _STORED_ATTRIBUTE_NAMES))
+    if attributes.keys().isdisjoint(_OPTIONAL_ATTRIBUTES):
+        return _first_touch(referrer, domain if type(domain) is str and domain else None, (), sensitive)
+    values = tuple(map(attributes.get, _OPTIONAL_ATTRIBUTE_NAMES))
     try:
-        campaign = _campaign(sensitive, *values)
+        return _campaign_touch(sensitive, referrer, domain, *values)
     except TypeError:
         # A value no cache can hold (a list, in a mapping that is not the SDK's): read without the cache.
-        campaign = _campaign.__wrapped__(sensitive, *values)
-    return FirstTouchProperties(touch.every_event, touch.profile, campaign)
+        return _campaign_touch.__wrapped__(sensitive, referrer, domain, *values)
 
 
 # A campaign link brings many browsers: each campaign's properties are made once, keyed on the
 # attributes' raw values; typed, as only str values count (a str subclass equal to one must not hit).
 @lru_cache(maxsize=1024, typed=True)
-def _campaign(sensitive: frozenset[str], *values: Any) -> dict[str, Any]:
-    properties = {name: value for (_, name), value in zip(_STORED_ATTRIBUTES, values) if type(value) is str and value}
-    if "mp_keyword" in properties and not _SEARCH_WORD_PARAMETERS.isdisjoint(sensitive):
+def _campaign_touch(sensitive: frozenset[str], referrer: str, domain: Any, *values: Any) -> FirstTouchProperties:
+    """The first touch with UTM parameters or a stored campaign; ``values`` are those of ``_OPTIONAL_ATTRIBUTE_NAMES``."""
+    utm = tuple((key, value) for (_, key), value in zip(UTM_ATTRIBUTES, values) if type(value) is str and value)
+    touch = _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
+    stored = values[len(UTM_ATTRIBUTES):]
+    campaign = {name: value for (_, name), value in zip(_STORED_ATTRIBUTES, stored) if type(value) is str and value}
+    if "mp_keyword" in campaign and not _SEARCH_WORD_PARAMETERS.isdisjoint(sensitive):
         # As the request's own mp_keyword is read from the redacted referrer.
-        properties["mp_keyword"] = REDACTED
-    return safe_text_properties(properties)
+        campaign["mp_keyword"] = REDACTED
+    return FirstTouchProperties(touch.every_event, touch.profile, safe_text_properties(campaign))
 
 
 # First touches repeat ("$direct", a search engine's home page): the properties are built once each.

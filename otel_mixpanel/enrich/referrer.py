@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from otel_mixpanel.enrich.first_touch import js_referring_domain
-from otel_mixpanel.enrich.url import plain_url, redact_url
+from otel_mixpanel.enrich.url import join_url, plain_url, redact_query, redact_url
 from otel_mixpanel.limits import safe_text_properties
 
 # The search engines Mixpanel's web SDK recognises, with its own patterns (mixpanel-js 2.83.0,
@@ -55,6 +55,19 @@ def referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, A
 # Cached, as most visits come from a few pages.
 @lru_cache(maxsize=1024)
 def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
+    plain = plain_url(referrer)
+    if plain is None:
+        return _any_referrer_properties(referrer, sensitive)
+    # Most referrers: read once. With a path, the host (no port, no user) is mixpanel-js's domain too.
+    scheme, host, path, query = plain
+    redacted_referrer = join_url(scheme, host, path, redact_query(query, sensitive))
+    properties = {"$referrer": redacted_referrer,
+                  "$referring_domain": host if path else js_referring_domain(redacted_referrer)}
+    properties.update(search_info(redacted_referrer))
+    return safe_text_properties(properties)
+
+
+def _any_referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, Any]:
     redacted_referrer = redact_url(referrer, sensitive)
     if not redacted_referrer:
         return {}
