@@ -139,10 +139,9 @@ class RequestFacts(NamedTuple):
     longitude: float | None
     # NO_USER_AGENT when there is no HTTP request.
     user_agent: ParsedUserAgent
-
-    @property
-    def is_bot(self) -> bool:
-        return self.http is not None and (self.http.synthetic or self.user_agent.is_bot)
+    # A crawler or a synthetic request; never true without an HTTP request. Read for every request
+    # (may_produce, enrich_request), so decided once here.
+    is_bot: bool
 
 
 # RequestFacts from a tuple of all its fields in order, as its generated __new__ makes it at about
@@ -155,9 +154,13 @@ def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     spans = _root_first(trace)
     device_id, user_id, latitude, longitude = _identity(spans)
     server_span, server_attributes, http = _server_request(spans)
-    parsed = NO_USER_AGENT if http is None else parse_user_agent(http.user_agent, settings.browser_names)
+    if http is None:
+        parsed, is_bot = NO_USER_AGENT, False
+    else:
+        parsed = parse_user_agent(http.user_agent, settings.browser_names)
+        is_bot = http.synthetic or parsed.is_bot
     return _new_request_facts((spans, server_span, server_attributes, http, device_id, user_id, latitude, longitude,
-                               parsed))
+                               parsed, is_bot))
 
 
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
