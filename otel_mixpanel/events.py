@@ -49,6 +49,8 @@ class Message(NamedTuple):
 _SPAN_KEY = struct.Struct(">QQQ")
 _LOW_64_BITS = (1 << 64) - 1
 _PAGE_VIEW_SLOT = b"page"
+# BLAKE2b-64 before any input: copying it costs less than setting a new one up from its parameters.
+_EMPTY_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
 
 
 def insert_id(trace_id: int, span_id: int, slot: str) -> str:
@@ -62,8 +64,9 @@ def insert_id(trace_id: int, span_id: int, slot: str) -> str:
 
 def _insert_id(trace_id: int, span_id: int, slot: bytes) -> str:
     """BLAKE2b-64 of the trace id (16 bytes), the span id (8 bytes) and the slot's UTF-8, in hex."""
-    key = _SPAN_KEY.pack(trace_id >> 64, trace_id & _LOW_64_BITS, span_id) + slot
-    return hashlib.blake2b(key, digest_size=8).hexdigest()
+    digest = _EMPTY_BLAKE2B_64.copy()
+    digest.update(_SPAN_KEY.pack(trace_id >> 64, trace_id & _LOW_64_BITS, span_id) + slot)
+    return digest.hexdigest()
 
 
 def _own_properties(attributes: Any) -> dict[str, Any]:
@@ -105,7 +108,11 @@ class EventBuilder:
             return []
         identity = identity_properties(context.device_id, context.user_id)
         # Most spans have no events: the spans that do are looked at, once.
-        recorded = [(span, events) for span in trace.spans if (events := span_events(span))]
+        recorded = []
+        for span in trace.spans:
+            events = span_events(span)
+            if events:
+                recorded.append((span, events))
         # mixpanel-js 2.83.0's track(): automatic properties < super properties (set_group() registers one,
         # after those configured) < the event's own.
         groups = request_groups(recorded)
@@ -116,7 +123,7 @@ class EventBuilder:
         messages = []
         if page_view and server_span is not None:
             messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT, server_span.start_time,
-                                        {**base, **context.page}, identity, context.ip))
+                                        {**base, **context.page, **identity}, context.ip))
         for span, events in recorded:
             for index, span_event in enumerate(events):
                 if span_event.name == IDENTIFY_EVENT:
@@ -127,9 +134,9 @@ class EventBuilder:
                 elif span_event.name in (SET_GROUP_EVENT, SET_GROUP_PROFILE_EVENT):
                     messages.extend(self._group_messages(span_event.name, span_event.attributes, context))
                 elif self._is_tracked(span_event.name):
-                    properties = {**base, **_own_properties(span_event.attributes)}
+                    properties = {**base, **_own_properties(span_event.attributes), **identity}
                     messages.append(self._event(truncate_utf8(span_event.name), span, b"%d" % index,
-                                                span_event.timestamp, properties, identity, context.ip))
+                                                span_event.timestamp, properties, context.ip))
         return messages
 
     def _group_messages(self, name: str, attributes: Any, context: RequestContext) -> Iterator[Message]:
@@ -149,9 +156,8 @@ class EventBuilder:
         return bool(name) and name not in self._excluded and (not self._included or name in self._included)
 
     def _event(self, name: str, span: ReadableSpan, slot: bytes, timestamp: int | None,
-               properties: dict[str, Any], identity: Mapping[str, Any], client_ip: str | None) -> Message:
+               properties: dict[str, Any], client_ip: str | None) -> Message:
         """Event ``name`` (already cut to Mixpanel's length) with the request's ``properties``, which it takes."""
-        properties.update(identity)
         ip = properties.get("ip")
         # The request's client address (RequestContext.ip) is already normalised under the privacy setting;
         # one the application gave as an attribute, or none, goes through the check.
@@ -174,8 +180,8 @@ class EventBuilder:
         first event carrying both ids, and ignores ``$identify``."""
         if self._settings.id_merge != ID_MERGE_ORIGINAL or not context.device_id or not context.user_id:
             return
-        yield self._event("$identify", span, b"identify%d" % index, timestamp, {**base},
-                          identify_properties(context.device_id, context.user_id), context.ip)
+        yield self._event("$identify", span, b"identify%d" % index, timestamp,
+                          {**base, **identify_properties(context.device_id, context.user_id)}, context.ip)
 
     def _profile_update(self, attributes: Any, context: RequestContext) -> Iterator[Message]:
         """``/engage`` ``$set`` for the request's user. mixpanel-js (2.83.0, MixpanelPeople) queues
