@@ -28,7 +28,8 @@ _SPAN_OVERHEAD_BYTES = 1024
 _ATTRIBUTE_OVERHEAD_BYTES = 64
 
 
-@dataclass
+# Slots: one is made for every request, and a slotted one is a single smaller object.
+@dataclass(slots=True)
 class LocalTrace:
     """The spans of one request (or job) in this process; ``root`` is None when it never came."""
 

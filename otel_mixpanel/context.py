@@ -71,12 +71,6 @@ def _server_request(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
 def _identity(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
               ) -> tuple[str | None, str | None, float | None, float | None]:
     """The first device id, user id and location that any span of the request carries, root first."""
-    if len(spans) == 1:
-        facts = read_identity(spans[0][1])
-        # A location is both coordinates or none.
-        if (facts.latitude is None) == (facts.longitude is None):
-            return facts
-        return facts.device_id, facts.user_id, None, None
     device = user = latitude = longitude = None
     for _, attributes in spans:
         facts = read_identity(attributes)
@@ -152,8 +146,20 @@ _new_request_facts = partial(tuple.__new__, RequestFacts)
 def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     """Step 2b's first half: the request, its identity and its user agent, read from the spans."""
     spans = _root_first(trace)
-    device_id, user_id, latitude, longitude = _identity(spans)
-    server_span, server_attributes, http = _server_request(spans)
+    server_span: ReadableSpan | None
+    server_attributes: Mapping[str, Any]
+    if len(spans) == 1:
+        # Most requests are one span: read as _identity and _server_request read it, without their loops.
+        server_span, server_attributes = spans[0]
+        device_id, user_id, latitude, longitude = read_identity(server_attributes)
+        if latitude is None or longitude is None:
+            latitude = longitude = None
+        http = read_http(server_span.name, server_span.kind, server_attributes)
+        if http is None:
+            server_span, server_attributes = None, {}
+    else:
+        device_id, user_id, latitude, longitude = _identity(spans)
+        server_span, server_attributes, http = _server_request(spans)
     if http is None:
         parsed, is_bot = NO_USER_AGENT, False
     else:
