@@ -34,7 +34,8 @@ def group_membership(attributes: Mapping[str, Any] | None) -> dict[str, list[str
     key, ids = attributes.get(GROUP_KEY_ATTRIBUTE), attributes.get(GROUP_ID_ATTRIBUTE)
     if not isinstance(key, str) or not key or not isinstance(ids, (list, tuple)) or not ids:
         return {}
-    return {key: [str(group_id) for group_id in ids]}
+    # JSON-safe like any property (a lone surrogate in a key or id would make the request's every event unsendable).
+    return safe_properties({key: [str(group_id) for group_id in ids]})
 
 
 def group_update(attributes: Mapping[str, Any] | None, token: str | None) -> dict[str, Any] | None:

@@ -75,6 +75,22 @@ def test_group_keys_given_to_a_single_track_stay_on_that_event(site_factory, ing
     assert "company" not in by_name(ingest, "$mp_web_page_view")[0]["properties"]
 
 
+def test_a_group_key_or_id_json_cannot_carry_costs_no_event(site_factory, ingest):
+    def handler(tracer, environ):
+        trace.get_current_span().set_attribute("enduser.id", "u-7")
+        otel_mixpanel.set_group("comp\ud800any", ["acme\udfff", "x" * 300])
+        otel_mixpanel.track("Report Exported")
+
+    site = serve(site_factory, handler)
+    site.request("/", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    assert sorted(e["event"] for e in ingest.events()) == ["$mp_web_page_view", "Report Exported"]
+    for event in ingest.events():
+        # As any property: text Mixpanel takes, cut to its 255 bytes.
+        assert event["properties"]["comp?any"] == ["acme?", "x" * 255]
+    assert [u["$set"] for u in ingest.profile_updates()] == [{"comp?any": ["acme?", "x" * 255]}]
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: otel_mixpanel.set_group("", "acme"), "group key"),
     (lambda: otel_mixpanel.set_group("company", []), "group id"),
