@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from otel_mixpanel.delivery.pacing import Backoff
-from otel_mixpanel.delivery.spool import Spool
+from otel_mixpanel.delivery.spool import Spool, _free_expiry
 from otel_mixpanel.delivery.spool_db import PAGE_SIZE, split_ids
 from otel_mixpanel.delivery.routes import route_for
 from otel_mixpanel.delivery.transport import Verdict, classify, json_array, request_size, split_by_size
@@ -141,7 +142,8 @@ def test_claim_renew_release_and_remove_cost_the_same_statements_for_any_batch_s
     spool.release(r.id for r in claimed)
     spool.remove(r.id for r in claimed)
     assert len(claimed) == rows
-    assert len(statements) == 8  # BEGIN, SELECT ids, INSERT leases, COMMIT, SELECT bodies, renew, release, remove
+    # The claim: a look at the owner's lease expiries, INSERT leases, SELECT bodies; then renew, release, remove.
+    assert len(statements) == 6
     assert spool.pending() == (0, 0)
 
 
@@ -213,3 +215,40 @@ def test_a_new_spool_file_has_its_page_size_and_an_existing_one_keeps_its_own(tm
         with spool._use() as db:
             assert db.execute("PRAGMA page_size").fetchone()[0] == page_size
         spool.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["events", "people", "groups"]),
+                            st.sampled_from(["none", "live", "expired", "excluded"])), max_size=30),
+    limit=st.integers(min_value=1, max_value=12),
+)
+def test_a_claim_takes_the_oldest_claimable_records_of_the_oldest_ones_endpoint(rows, limit):
+    spool = Spool(None, max_events=1000, max_bytes=10**6)
+    spool.put_many([(endpoint, json.dumps({"n": n})) for n, (endpoint, _) in enumerate(rows)])
+    ids = [row[0] for row in spool._read("SELECT id FROM records ORDER BY id")]
+    for row_id, (_, state) in zip(ids, rows):
+        if state in ("live", "expired"):
+            spool.renew([row_id], "other", 60 if state == "live" else -1)
+    excluded = [row_id for row_id, (_, state) in zip(ids, rows) if state == "excluded"]
+    # The definition: the oldest `limit` records nobody holds, then those of the first one's endpoint.
+    claimable = [(row_id, endpoint) for row_id, (endpoint, state) in zip(ids, rows) if state in ("none", "expired")]
+    oldest = claimable[:limit]
+    expected = [row_id for row_id, endpoint in oldest if endpoint == oldest[0][1]] if oldest else []
+    claimed = spool._claim_on_disk("a", limit, 60, excluded)
+    assert [record.id for record in claimed] == expected
+    assert {record.endpoint for record in claimed} == ({oldest[0][1]} if oldest else set())
+    assert spool.held("a") == len(expected)
+
+
+def test_a_claims_expiry_is_one_no_other_lease_of_its_owner_has():
+    spool = Spool(None, max_events=100, max_bytes=10**6)
+    spool.put_many([("events", "{}"), ("people", "{}"), ("events", "{}")])
+    set_aside = spool.claim("a", 1, lease_s=60)
+    with spool._use() as db:
+        (until,) = db.execute("SELECT until FROM leases WHERE owner = 'a'").fetchone()
+        assert _free_expiry(db, "a", until) == math.nextafter(until, math.inf)
+        assert _free_expiry(db, "b", until) == until
+    # The next claim of the same owner returns its own batch only, not the records it holds already.
+    assert [r.endpoint for r in spool.claim("a", 10, lease_s=60)] == ["people"]
+    assert spool.held("a") == 2 and [r.id for r in set_aside] == [1]

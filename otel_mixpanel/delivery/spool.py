@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -27,6 +28,8 @@ from typing import Any, Callable, Concatenate, Iterable, Iterator, ParamSpec, Se
 
 from otel_mixpanel.config import Settings
 from otel_mixpanel.delivery.spool_db import (
+    CLAIM,
+    CLAIM_EXCLUDING,
     IDS,
     INSERT_ROWS,
     PAGE_SIZE,
@@ -405,31 +408,20 @@ class Spool:
         return records
 
     def _claim_on_disk(self, owner: str, limit: int, lease_s: float, excluded: list[int]) -> list[Record]:
-        now = time.time()
-        where, parameters = UNLEASED, [now]  # type: str, list[object]
-        if excluded:
-            where, parameters = f"{UNLEASED} AND id NOT IN {IDS}", [now, json_ids(excluded)]
-        with self._use() as db, self._write(db):
-            # One aggregate row, not a row per record: every row step of a cursor releases
-            # and re-takes the GIL, which the exporting thread keeps busy.
-            ids, endpoints = db.execute(
-                "SELECT group_concat(id), group_concat(endpoint) FROM "
-                f"(SELECT id, endpoint FROM records WHERE {where} ORDER BY id LIMIT ?)",
-                (*parameters, limit),
-            ).fetchone()
-            if ids is None:
-                return []
-            id_list = ids.split(",")
-            endpoint_list = endpoints.split(",")
-            endpoint = endpoint_list[0]
-            if endpoint_list.count(endpoint) != len(endpoint_list):
-                id_list = [row_id for row_id, other in zip(id_list, endpoint_list) if other == endpoint]
-            claimed = f"[{','.join(id_list)}]"
-            db.execute(
-                "INSERT OR REPLACE INTO leases (id, owner, until) SELECT value, ?, ? FROM json_each(?)",
-                (owner, now + lease_s, claimed),
-            )
-        return self._read_batch(claimed, endpoint)
+        with self._use() as db:
+            until = _free_expiry(db, owner, time.time() + lease_s)
+            parameters = {"now": time.time(), "owner": owner, "until": until, "limit": limit}
+            statement = CLAIM
+            if excluded:
+                statement, parameters["excluded"] = CLAIM_EXCLUDING, json_ids(excluded)
+            # One statement, which SQLite runs as one write transaction: the write lock is held
+            # for one GIL hand-over and no Python code, where a transaction of several statements
+            # took a hand-over per statement while the exporting thread could be waiting for it.
+            with self._writing:
+                claimed = db.execute(statement, parameters).rowcount
+        if claimed <= 0:
+            return []
+        return self._read_batch("id IN (SELECT id FROM leases WHERE owner = ? AND until = ?)", (owner, until))
 
     def _claim_without_writing(self, fallback: DiskFull, owner: str, limit: int, lease_s: float) -> list[Record]:
         """Claim records of the file with leases kept in this process's memory (the disk is full)."""
@@ -443,17 +435,19 @@ class Spool:
         endpoint = picked[0][1]
         ids = [row_id for row_id, other in picked if other == endpoint]
         fallback.lease(ids, owner, now + lease_s)
-        return self._read_batch(json_ids(ids), endpoint)
+        return self._read_batch(f"id IN {IDS}", (json_ids(ids),))
 
-    def _read_batch(self, claimed: str, endpoint: str) -> list[Record]:
+    def _read_batch(self, claimed: str, parameters: Sequence[object]) -> list[Record]:
+        """The records ``claimed`` selects (all of one endpoint), in id order."""
         # The bodies are read after the claim's write transaction, so that spooling new records
         # waits only for the leases. Leased rows do not change; a row dropped meanwhile to keep
         # the spool within its bounds is simply not returned.
         with self._use() as db:
-            ids, lengths, sizes, bodies = db.execute(
+            ids, lengths, sizes, bodies, endpoint = db.execute(
                 "SELECT json_group_array(id), json_group_array(length(body)), json_group_array(size), "
-                f"group_concat(body, '') FROM (SELECT id, body, size FROM records WHERE id IN {IDS} ORDER BY id)",
-                (claimed,),
+                f"group_concat(body, ''), min(endpoint) FROM "
+                f"(SELECT id, body, size, endpoint FROM records WHERE {claimed} ORDER BY id)",
+                parameters,
             ).fetchone()
         if bodies is None:
             return []
@@ -730,6 +724,14 @@ class Spool:
                 raise
             fallback.buffer.remove(record.id for record in batch)
             moved += len(batch)
+
+
+def _free_expiry(db: sqlite3.Connection, owner: str, until: float) -> float:
+    """``until``, or the next float after it that none of ``owner``'s leases ends at: with the owner it
+    names the rows of one claim. Only the owner's thread writes its leases, so none can appear meanwhile."""
+    while db.execute("SELECT 1 FROM leases WHERE owner = ? AND until = ?", (owner, until)).fetchone():
+        until = math.nextafter(until, math.inf)
+    return until
 
 
 def open_spool(settings: Settings) -> Spool:

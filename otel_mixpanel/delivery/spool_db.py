@@ -48,6 +48,23 @@ SCHEMA_VERSION = 2
 PAGE_SIZE = 8192
 UNLEASED = "NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = records.id AND leases.until >= ?)"
 
+
+def _claim_statement(where: str) -> str:
+    """Lease the oldest claimable records (at most :limit) of the endpoint of the oldest one, to :owner
+    until :until. SQLite runs the SELECT to the end before it writes, since it reads the table written."""
+    # INSERT first, the WITH inside it: sqlite3 counts the rows changed only of a statement that
+    # begins with INSERT, UPDATE, DELETE or REPLACE.
+    return f"""INSERT OR REPLACE INTO leases (id, owner, until)
+WITH oldest AS (SELECT id, endpoint FROM records WHERE {where} ORDER BY id LIMIT :limit)
+SELECT id, :owner, :until FROM oldest WHERE endpoint = (SELECT endpoint FROM oldest ORDER BY id LIMIT 1)
+"""
+
+
+CLAIM = _claim_statement(UNLEASED.replace("?", ":now"))
+# The same but none of the records of :excluded, a JSON array (kept apart: that test costs even when empty).
+CLAIM_EXCLUDING = _claim_statement(
+    UNLEASED.replace("?", ":now") + " AND id NOT IN (SELECT value FROM json_each(:excluded))")
+
 # Row-by-row statements (executemany) cost a GIL hand-over per row; a JSON array of ids
 # makes any number of rows one statement.
 IDS = "(SELECT value FROM json_each(?))"
