@@ -95,25 +95,29 @@ class _Page(NamedTuple):
     page_view: Mapping[str, Any]
 
 
-# Beyond this length a URL is converted without the cache, so hostile URLs cannot pin much memory.
+# Beyond this length a URL (with its route) is converted without the cache, so hostile URLs cannot pin much memory.
 _CACHED_URL_LENGTH = 512
 
 
-# A site's pages, and the campaign links to them, repeat from visit to visit.
+# A site's pages, and the campaign links to them, repeat from visit to visit; each page has its route.
 @lru_cache(maxsize=2048)
-def _cached_page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+def _cached_page(scheme: str | None, host: str | None, path: str | None, query: str | None, route: str | None,
                  sensitive: frozenset[str]) -> _Page:
-    return _page(scheme, host, path, query, sensitive)
+    return _page(scheme, host, path, query, route, sensitive)
 
 
-def _page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+def _page(scheme: str | None, host: str | None, path: str | None, query: str | None, route: str | None,
           sensitive: frozenset[str]) -> _Page:
-    """The campaign and ``$current_url`` (on every event) and the page view's own properties."""
+    """The campaign and ``$current_url`` (on every event) and the page view's own properties, its
+    ``http_route`` (the server's route template) last."""
     page = page_properties(scheme, host, path, query, sensitive)
     every_event = query_campaign_properties(query)
     if "$current_url" in page:
         every_event["$current_url"] = page["$current_url"]
-    return _Page(safe_text_properties(every_event), safe_text_properties(page))
+    page_view: dict[str, Any] = safe_text_properties(page)
+    if route:
+        page_view["http_route"] = json_safe(route)
+    return _Page(safe_text_properties(every_event), page_view)
 
 
 def _never_cut(name: str) -> bool:
@@ -189,7 +193,7 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
         client, scheme, host = untrusted_client(http.peer_address, facts.server_attributes), http.scheme, http.host
     ip = anonymise(client, settings.ip_mode) if client else None
     first_touch = _first_touch(facts.spans, sensitive)
-    page = _request_page(scheme, host, http.path, http.query, sensitive)
+    page = _request_page(scheme, host, http.path, http.query, http.route, sensitive)
     # Later ones win: the user agent's, the client's address, the browser's stored campaign and search (as
     # mixpanel-js's super properties), the request's own Referer and URL parameters, its first touch.
     # Cached properties come as read-only proxies; copy() hands back the plain dict behind one at C speed,
@@ -206,10 +210,9 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     if latitude is not None:
         properties["$latitude"] = latitude
         properties["$longitude"] = facts.longitude
-    page_view = {**page.page_view, "http_route": json_safe(http.route)} if http.route else page.page_view
     # _make: a named tuple's constructor with no argument handling, which costs more than the tuple.
     return RequestContext._make((http, facts.server_span, facts.device_id, facts.user_id, ip, latitude, facts.longitude,
-                                 facts.is_bot, properties, page_view, user_agent.is_automated,
+                                 facts.is_bot, properties, page.page_view, user_agent.is_automated,
                                  first_touch.profile))
 
 
@@ -219,7 +222,7 @@ def _proxied_request(facts: RequestFacts, http: HttpFacts, settings: Settings) -
     return proxied_request(http.peer_address, partial(request_header, facts.server_attributes), settings, cut)
 
 
-def _request_page(scheme: str | None, host: str | None, path: str | None, query: str | None,
+def _request_page(scheme: str | None, host: str | None, path: str | None, query: str | None, route: str | None,
                   sensitive: frozenset[str]) -> _Page:
-    short = len(host or "") + len(path or "") + len(query or "") <= _CACHED_URL_LENGTH
-    return (_cached_page if short else _page)(scheme, host, path, query, sensitive)
+    short = len(host or "") + len(path or "") + len(query or "") + len(route or "") <= _CACHED_URL_LENGTH
+    return (_cached_page if short else _page)(scheme, host, path, query, route, sensitive)
