@@ -30,9 +30,8 @@ def ended_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     anything else is copied.
     """
     bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
-    if type(inner) is dict and getattr(bounded, "_immutable", False) is True:
-        return inner
+    if type(bounded) is BoundedAttributes and bounded._immutable is True and type(bounded._dict) is dict:
+        return bounded._dict
     return dict(span.attributes or {})
 
 
