@@ -51,6 +51,7 @@ from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 # Looked up once: reading an enum member from its class costs more than the comparison.
 _SERVER = SpanKind.SERVER
+
 # A captured header's attribute is the template, a dot and the header's name.
 REQUEST_HEADER_PREFIX = http.HTTP_REQUEST_HEADER_TEMPLATE + "."
 RESPONSE_HEADER_PREFIX = http.HTTP_RESPONSE_HEADER_TEMPLATE + "."
@@ -96,6 +97,7 @@ class IdentityFacts(NamedTuple):
     longitude: float | None
 
 
+# As _new_http_facts.
 _new_identity_facts = partial(tuple.__new__, IdentityFacts)
 
 
