@@ -63,3 +63,16 @@ def test_stage_timings_cover_every_step_of_export() -> None:
         "page-view decision", "may_produce", "enrich_request", "messages", "serialise (JSON, time, size)"]
     assert all(float(value) > 0 for _, value in timed)
     assert re.search(r"^300 requests, \d+ enriched, \d+ messages$", completed.stdout, re.MULTILINE)
+
+
+def test_hand_over_and_delivery_timings_are_printed() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.handover", "--requests", "300", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr
+    timed = re.findall(r"^(.+?)\s+(\d+\.\d\d) us/request$", completed.stdout, re.MULTILINE)
+    assert [label.strip() for label, _ in timed] == [
+        "spool insert (put_many)", "delivery threads, whole", "of which gzip"]
+    assert all(float(value) > 0 for _, value in timed)
+    assert re.search(r"^300 requests, \d+ records, \d+ characters$", completed.stdout, re.MULTILINE)
