@@ -63,7 +63,8 @@ SENSITIVE = frozenset({"token", "code", "q", "session"})
 URL_PIECES = ["http", "https", "HTTPS", "://", "//", ":", "/", "?", "#", "&", "=", "@", "[", "]", "%", "%2F", "+",
               " ", "\t", "\n", "\x00", "\x7f", "a", "Z", "shop.example.com", "WWW.Google.com", "google.", "bing.com",
               "yahoo.com", "duckduckgo.com", "search", "q=shoes", "p=x", "token=s", "utm_source=x", "gclid=1",
-              ":8080", ":99999", ":x", "user:pw@", "é", "\u212a", "\ud800", "..", "-", "~", "'", '"', "\\", "x" * 300]
+              ":8080", ":99999", ":x", "user:pw@", "é", "\u212a", "\ud800", "..", "-", "~", "'", '"', "\\",
+              "x" * 300]
 url_texts = st.lists(st.sampled_from(URL_PIECES), max_size=14).map("".join)
 # Texts shaped as URLs, most of them plain enough for the shortcuts to take.
 urls = st.one_of(url_texts, st.builds(lambda scheme, rest: scheme + "://" + rest,
@@ -152,6 +153,14 @@ def test_first_touch_reads_as_attribute_by_attribute(attributes, sensitive):
         _reference_first_touch(attributes, sensitive)
 
 
+def test_a_str_subclass_equal_to_a_cached_value_does_not_hit_the_cache():
+    tagged = type("Tagged", (str,), {})
+    plain = {REFERRER_ATTRIBUTE: "$direct", CAMPAIGN_ATTRIBUTES[0]: "google"}
+    assert dict(read_first_touch(plain, SENSITIVE).campaign) == {"utm_source": "google"}
+    # Only plain str values count, as read attribute by attribute.
+    assert dict(read_first_touch({**plain, CAMPAIGN_ATTRIBUTES[0]: tagged("google")}, SENSITIVE).campaign) == {}
+
+
 def test_first_touch_values_no_cache_can_hold_are_read_without_it():
     attributes = {REFERRER_ATTRIBUTE: "$direct", CAMPAIGN_ATTRIBUTES[0]: ["a", "list"], CAMPAIGN_ATTRIBUTES[1]: "cpc"}
     assert dict(read_first_touch(attributes, SENSITIVE).campaign) == {"utm_medium": "cpc"}
@@ -207,7 +216,8 @@ _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_memory))
 _tracer = _provider.get_tracer("test")
 
-ADDRESSES = ["203.0.113.9", "::ffff:10.1.2.3", "10.1.2.3", "2001:db8::1", "[2001:db8::2]:443", "unknown", "", " 1.2.3.4 "]
+ADDRESSES = ["203.0.113.9", "::ffff:10.1.2.3", "10.1.2.3", "2001:db8::1", "[2001:db8::2]:443", "unknown", "",
+             " 1.2.3.4 "]
 addresses = st.sampled_from(ADDRESSES)
 header_value = st.one_of(addresses, st.lists(addresses, min_size=1, max_size=3).map(", ".join),
                          st.sampled_from(["for=203.0.113.7;proto=https;host=a.example", 'for="[2001:db8::7]"', ""]))

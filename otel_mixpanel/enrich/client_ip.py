@@ -158,8 +158,8 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
 
 
 # The proxy headers' attributes in both spellings that request_header reads (x-forwarded-for, x_forwarded_for).
-_FORWARDING_ATTRIBUTES = frozenset(
-    REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded") for spelling in (name, name.replace("-", "_")))
+_FORWARDING_ATTRIBUTES = frozenset(REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded")
+                                   for spelling in (name, name.replace("-", "_")))
 
 
 def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | None:

@@ -101,7 +101,7 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
 # attributes' raw values; typed, as only str values count (a str subclass equal to one must not hit).
 @lru_cache(maxsize=1024, typed=True)
 def _campaign_touch(sensitive: frozenset[str], referrer: str, domain: Any, *values: Any) -> FirstTouchProperties:
-    """The first touch with UTM parameters or a stored campaign; ``values`` are those of ``_OPTIONAL_ATTRIBUTE_NAMES``."""
+    """A first touch with UTM parameters or a stored campaign; ``values``: ``_OPTIONAL_ATTRIBUTE_NAMES``'s."""
     utm = tuple((key, value) for (_, key), value in zip(UTM_ATTRIBUTES, values) if type(value) is str and value)
     touch = _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)
     stored = values[len(UTM_ATTRIBUTES):]
