@@ -85,6 +85,15 @@ def test_sensitive_query_parameters_are_redacted_from_every_url_property(site_fa
     assert props["$referrer"] == "https://auth.example.com/cb?code=redacted&state=ok&api_key=redacted"
 
 
+def test_a_sensitive_parameter_is_redacted_whatever_escaping_spells_its_name(site_factory, ingest):
+    site = site_factory(text_app)
+    site.request("/reset?%74oken=s3cr3t&PASS%57ORD=hunter2&q=a%20b", headers={"User-Agent": DESKTOP_CHROME})
+    site.flush()
+    props = only_view(ingest)
+    assert props["current_url_search"] == "?token=redacted&PASSWORD=redacted&q=a+b"
+    assert "s3cr3t" not in str(props) and "hunter2" not in str(props)
+
+
 def test_redacted_parameters_are_configurable(site_factory, ingest):
     site = site_factory(text_app, redact_query_params=["ref"])
     site.request("/?ref=partner-7&token=visible", headers={"User-Agent": DESKTOP_CHROME})

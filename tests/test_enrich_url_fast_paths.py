@@ -12,7 +12,7 @@ from otel_mixpanel.enrich.url import join_url, page_properties, query_pairs, red
 
 SENSITIVE = frozenset({"token", "key", "code", "session"})
 PIECES = [*"abcdefkKuUtTmM_=&;%+ /?#:@!$'()*,~.-0123456789", "utm_", "gclid", "UTM_SOURCE", "\u212a", "ko_clic",
-          "é", "%5F", "%20", "token", "TOKEN", "key", "utm_source=x", "Gclid=y"]
+          "é", "%5F", "%20", "%74", "%6B", "%6b", "\ud800", "token", "TOKEN", "key", "utm_source=x", "Gclid=y"]
 
 
 def random_texts(count: int, seed: int) -> list[str]:
@@ -51,4 +51,4 @@ def test_page_paths_are_quoted_as_quote_does():
     for text in random_texts(5_000, seed=6):
         path = "/" + text
         properties = page_properties("https", "shop.example.com", path, None, SENSITIVE)
-        assert properties["current_url_path"] == quote(path, safe="/%:@!$&'()*+,;=-._~")
+        assert properties["current_url_path"] == quote(path, safe="/%:@!$&'()*+,;=-._~", errors="replace")

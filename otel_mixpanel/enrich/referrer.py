@@ -61,8 +61,9 @@ def _referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[str, 
     # Most referrers: read once. With a path, the host (no port, no user) is mixpanel-js's domain too.
     scheme, host, path, query = plain
     redacted_referrer = join_url(scheme, host, path, redact_query(query, sensitive))
+    # Without a path, what follows the host is read as mixpanel-js reads it, the host when that is nothing.
     properties = {"$referrer": redacted_referrer,
-                  "$referring_domain": host if path else js_referring_domain(redacted_referrer)}
+                  "$referring_domain": host if path else js_referring_domain(redacted_referrer) or host}
     properties.update(search_info(redacted_referrer))
     return safe_text_properties(properties)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 REDACTED = "redacted"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -29,13 +29,16 @@ def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
     if not query:
         return ""
     names = _any_of(sensitive)
-    if names is None or names.search(query.lower()) is None:
+    # A name may be %-escaped ("%74oken" is "token" once parsed): the text is searched as parsing reads it.
+    if names is None or names.search((unquote(query) if "%" in query else query).lower()) is None:
         # No sensitive name anywhere in the text: nothing to redact, and no parsing to pay for.
         return query
     pairs = query_pairs(query)
     if not any(name.lower() in sensitive for name, _ in pairs):
-        return query or ""
-    return urlencode([(name, REDACTED if name.lower() in sensitive else value) for name, value in pairs])
+        return query
+    # errors="replace": a lone surrogate (no UTF-8 for it) becomes "?", as in every other text read.
+    return urlencode([(name, REDACTED if name.lower() in sensitive else value) for name, value in pairs],
+                     errors="replace")
 
 
 @lru_cache(maxsize=16)
@@ -112,7 +115,7 @@ def page_properties(scheme: str | None, host: str | None, path: str | None, quer
     domain, port = split_host(host)
     search = redact_query(query, sensitive)
     if path is not None:
-        safe_path = path if _QUOTED_PATH.fullmatch(path) else quote(path, safe=_PATH_SAFE)
+        safe_path = path if _QUOTED_PATH.fullmatch(path) else quote(path, safe=_PATH_SAFE, errors="replace")
         if domain:
             netloc = f"[{domain}]" if ":" in domain else domain
             if port and port != _DEFAULT_PORTS.get(scheme):
