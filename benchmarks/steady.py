@@ -51,6 +51,7 @@ CACHES = (
     ("pages", "otel_mixpanel.context", "_cached_page"),
     ("referrers", "otel_mixpanel.enrich.referrer", "_referrer_properties"),
     ("first touches", "otel_mixpanel.enrich.first_touch", "_first_touch"),
+    ("campaign first touches", "otel_mixpanel.enrich.first_touch", "_campaign_touch"),
 )
 
 
