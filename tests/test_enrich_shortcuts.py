@@ -12,7 +12,7 @@ import logging
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from opentelemetry import trace
@@ -38,13 +38,11 @@ from otel_mixpanel.enrich.first_touch import (
     read_first_touch,
 )
 from otel_mixpanel.enrich.referrer import (
-    _SEARCH_ENGINES,
-    _SEARCH_QUERY,
-    _YAHOO_QUERY,
     _any_referrer_properties,
     _referrer_properties,
     referrer_properties,
     referring_domain,
+    search_by_patterns,
     search_info,
 )
 from otel_mixpanel.enrich.url import (
@@ -95,22 +93,10 @@ def test_queries_are_split_as_parse_qsl_splits_them(query):
     assert query_pairs(query) == (parse_qsl(query, keep_blank_values=True) if query else [])
 
 
-def _searched(referrer: str) -> dict[str, str]:
-    """search_info as mixpanel-js reads it, without the pre-check: each pattern tried in turn."""
-    for pattern, engine in _SEARCH_ENGINES:
-        if pattern.match(referrer):
-            found = {"$search_engine": engine}
-            keyword = (_YAHOO_QUERY if engine == "yahoo" else _SEARCH_QUERY).search(referrer)
-            if keyword and keyword.group(1):
-                found["mp_keyword"] = unquote(keyword.group(1)).replace("+", " ")
-            return found
-    return {}
-
-
 @settings(max_examples=3000, deadline=None)
 @given(urls)
 def test_the_search_engine_pre_check_rules_out_only_what_no_pattern_matches(referrer):
-    assert search_info(referrer) == _searched(referrer)
+    assert search_info(referrer) == search_by_patterns(referrer)
 
 
 texts = st.text(st.sampled_from(["a", "Z", "é", "\ud800", "\U0001f600", " ", "%"]), max_size=300)

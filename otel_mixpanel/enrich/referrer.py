@@ -87,6 +87,11 @@ def search_info(referrer: str) -> dict[str, str]:
     if _ANY_ENGINE.search(referrer) is None:
         # Most referrers are the site's own pages: one search rules out all four patterns.
         return {}
+    return search_by_patterns(referrer)
+
+
+def search_by_patterns(referrer: str) -> dict[str, str]:
+    """``search_info`` without its pre-check: each of mixpanel-js's patterns tried in turn."""
     for pattern, engine in _SEARCH_ENGINES:
         if pattern.match(referrer):
             found = {"$search_engine": engine}
