@@ -96,8 +96,8 @@ class InFlight:
 
 
 class RequestsInFlight(InFlight):
-    """WSGI wrapper counting requests whose response the server has not closed yet: the OpenTelemetry
-    middleware inside ends a request's span on that close."""
+    """WSGI wrapper counting requests whose span the OpenTelemetry middleware inside has not ended yet: it ends
+    a request's span when the response body is exhausted or closed, whichever comes first."""
 
     def __init__(self, app: Callable) -> None:
         super().__init__()
@@ -113,18 +113,28 @@ class RequestsInFlight(InFlight):
 
 
 class _ClosingBody:
+    """The middleware's body, calling ``finished`` once, after the span has ended. Exhaustion counts as well as
+    close(): werkzeug skips close() when the client resets the connection while it drains the socket."""
+
     def __init__(self, body: Any, finished: Callable[[], None]) -> None:
         self._body = body
         self._finished = finished
+        self._done = False
 
-    def __iter__(self) -> Any:
-        return iter(self._body)
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._finish()
 
     def close(self) -> None:
         try:
             if hasattr(self._body, "close"):
                 self._body.close()
         finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
             self._finished()
 
 
@@ -241,7 +251,9 @@ def text_app(environ: dict, start_response: Callable) -> list[bytes]:
     """A page that answers 200, or the status asked for in ``?status=``."""
     status = "404 Not Found" if environ.get("PATH_INFO", "").startswith("/missing") else "200 OK"
     start_response(status, [("Content-Type", "text/html")])
-    return [b"<html>ok</html>"]
+    # No body for HEAD, as frameworks do: werkzeug's server sends what the app returns, and a client that closes
+    # with those bytes unread resets the connection.
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [b"<html>ok</html>"]
 
 
 def without_volatile(properties: dict[str, Any]) -> dict[str, Any]:
