@@ -6,6 +6,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -65,6 +67,36 @@ def test_a_symbolic_link_at_a_spool_name_is_refused(server, make_sender, tmp_pat
     assert target.read_bytes() == b"precious"
     assert "symbolic link; refusing to follow it" in caplog.text
     assert os.path.islink(path + suffix)
+
+
+_COUNT_IN_ANOTHER_PROCESS = """import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1])
+print(connection.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+connection.close()
+"""
+
+
+def _records_seen_by_another_process(path: str) -> int:
+    """Open the spool in a new process, count its records and close it, as `otel-mixpanel status` or a worker
+    that stops would."""
+    result = subprocess.run([sys.executable, "-c", _COUNT_IN_ANOTHER_PROCESS, path], capture_output=True,
+                            text=True, timeout=30, check=True)
+    return int(result.stdout)
+
+
+def test_another_process_closing_the_spool_loses_none_of_this_process_writes(tmp_path):
+    # Both connections open (spooling, then a delivery thread's claim), then another process opens and
+    # closes the spool: it must see this process's connections and leave the WAL they write to in place.
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, max_events=100, max_bytes=10**6)
+    spool.put_many(messages(2))
+    batch = spool.claim("worker-1", 10, 60.0)
+    assert _records_seen_by_another_process(path) == 2
+    spool.remove(record.id for record in batch)  # delivered: must not be sent again
+    spool.put_many(messages(1))  # spooled: must not be lost
+    assert _records_seen_by_another_process(path) == 1
+    spool.close()
+    assert _records_seen_by_another_process(path) == 1
 
 
 def _spool_events(path: str, records: int) -> list[str]:

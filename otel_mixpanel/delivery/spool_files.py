@@ -40,21 +40,37 @@ def prepare_private(path: str) -> None:
 
 
 def _create_private(name: str) -> None:
-    try:
-        descriptor = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise UnsafeSpoolFile(errno.ELOOP, "is a symbolic link; refusing to follow it", name) from None
-        raise
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeSpoolFile(errno.EINVAL, "is not a regular file", name)
-        if stat.S_IMODE(info.st_mode) != 0o600:
-            # Also files an older version created 0644: the umask does not apply to fchmod.
-            os.fchmod(descriptor, 0o600)
-    finally:
-        os.close(descriptor)
+    # A file that exists is checked by its name, never opened: closing a descriptor of a file drops every
+    # POSIX lock the process holds on it, SQLite's included. Another process's connection then takes itself
+    # for the last one and deletes the WAL from under this process's connections, losing their commits.
+    while True:
+        try:
+            descriptor = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except FileExistsError:
+            try:
+                _check_existing(name)
+                return
+            except FileNotFoundError:
+                continue  # removed meanwhile (SQLite deletes the -wal file on closing): create it
+        try:
+            # A new file, so no lock of ours to lose; the umask does not apply to fchmod.
+            if stat.S_IMODE(os.fstat(descriptor).st_mode) != 0o600:
+                os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
+        return
+
+
+def _check_existing(name: str) -> None:
+    info = os.lstat(name)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeSpoolFile(errno.ELOOP, "is a symbolic link; refusing to follow it", name)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeSpoolFile(errno.EINVAL, "is not a regular file", name)
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        # Also files an older version created 0644.
+        os.chmod(name, 0o600)
 
 
 def corrupt_name(path: str, now: float | None = None) -> str:
