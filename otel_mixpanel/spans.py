@@ -125,7 +125,8 @@ def _status(value: Any) -> int | None:
         return value
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: an infinite float.
         return None
 
 
@@ -134,7 +135,8 @@ def _number(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: an integer too large for a float.
         return None
     return number if number == number and abs(number) != float("inf") else None
 

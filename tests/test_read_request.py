@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -18,6 +18,9 @@ REQUESTS = st.tuples(st.sampled_from(USUAL_HTTP), st.sampled_from([{}, USUAL_IDE
 
 @settings(max_examples=400, deadline=None)
 @given(REQUESTS, st.sampled_from([SpanKind.SERVER, SpanKind.INTERNAL]))
+# Found by generation: an infinite status code.
+@example({"http.method": "GET", "http.target": "/", "client.address": "GET", "http.status_code": float("inf")},
+         SpanKind.SERVER)
 def test_a_one_span_request_reads_as_identity_and_server_request_read_it(attributes, kind):
     span = ReadableSpan(name="GET /p/2", kind=kind, attributes=attributes)
     facts = read_request(LocalTrace(span, [span]), Settings())

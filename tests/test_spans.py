@@ -60,7 +60,8 @@ def test_forwarded_headers_keep_every_value():
     assert request_header(attributes, "x-real-ip") == ()
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", b"", (), [None], 12.5, True, "\ud800", "x" * 100_000])
+@pytest.mark.parametrize("value", [None, "", "   ", b"", (), [None], 12.5, True, "\ud800", "x" * 100_000,
+                                   float("inf"), float("-inf"), float("nan"), pytest.param(10**400, id="huge-int")])
 def test_odd_values_never_raise(value):
     attributes = {**STABLE, "user_agent.original": value, "url.path": value, "http.response.status_code": value,
                   "client.address": value, "enduser.id": value, "enduser.pseudo.id": value,
@@ -83,6 +84,7 @@ def test_location_needs_both_finite_coordinates():
     assert read_identity({"geo.location.lat": 52.5, "geo.location.lon": "13.4"})[2:] == (52.5, 13.4)
     assert read_identity({"geo.location.lat": float("nan"), "geo.location.lon": 13.4})[2] is None
     assert read_identity({"geo.location.lat": True, "geo.location.lon": 13.4})[2] is None
+    assert read_identity({"geo.location.lat": 10**400, "geo.location.lon": 13.4})[2] is None
 
 
 # --- The plain-span fast paths give exactly what the general readers give ---------------------------------
