@@ -8,9 +8,11 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
+from otel_mixpanel.delivery import spool_files
 from otel_mixpanel.delivery.spool import Spool, spool_path
 from otel_mixpanel.delivery.spool_files import list_spool_files
 
@@ -47,6 +49,29 @@ def test_an_existing_spool_file_is_made_private(make_sender, tmp_path, loose_uma
     sender = make_sender(endpoint="http://127.0.0.1:9")
     sender.send_many(messages(1))
     assert _mode(path) == 0o600
+
+
+def test_a_link_swapped_in_while_an_old_file_is_made_private_is_refused(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.chmod(victim, 0o644)
+    name = tmp_path / "spool-old.sqlite3"
+    name.write_bytes(b"")
+    os.chmod(name, 0o644)  # as an earlier version left it
+    real_lstat = os.lstat
+
+    def lstat_then_swap(path: Any) -> os.stat_result:
+        # Another user of a shared directory replaces the file with a link just after it was checked.
+        info = real_lstat(path)
+        if str(path) == str(name):
+            os.unlink(name)
+            os.symlink(victim, name)
+        return info
+
+    monkeypatch.setattr(spool_files.os, "lstat", lstat_then_swap)
+    with pytest.raises(spool_files.UnsafeSpoolFile, match="symbolic link"):
+        spool_files.prepare_private(str(name))
+    assert _mode(str(victim)) == 0o644 and victim.read_bytes() == b"precious"
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])

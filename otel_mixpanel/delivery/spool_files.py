@@ -69,8 +69,25 @@ def _check_existing(name: str) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeSpoolFile(errno.EINVAL, "is not a regular file", name)
     if stat.S_IMODE(info.st_mode) != 0o600:
-        # Also files an older version created 0644.
-        os.chmod(name, 0o600)
+        _tighten(name)
+
+
+def _tighten(name: str) -> None:
+    """Make a file an older version created 0644 private, through a descriptor: ``chmod`` by name would
+    follow a link swapped in since ``lstat``. Opening it here is safe: this process has not opened it
+    through SQLite yet, since it would have tightened it then, so no lock of ours is lost on closing."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeSpoolFile(errno.ELOOP, "is a symbolic link; refusing to follow it", name) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UnsafeSpoolFile(errno.EINVAL, "is not a regular file", name)
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
 
 
 def corrupt_name(path: str, now: float | None = None) -> str:

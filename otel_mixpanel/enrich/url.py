@@ -36,7 +36,7 @@ def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
     pairs = query_pairs(query)
     if not any(name.lower() in sensitive for name, _ in pairs):
         return query
-    # errors="replace": a lone surrogate (no UTF-8 for it) becomes "?", as in every other text read.
+    # errors="replace": a lone surrogate (no UTF-8 for it) is written as "?" (escaped, %3F), as text read is.
     return urlencode([(name, REDACTED if name.lower() in sensitive else value) for name, value in pairs],
                      errors="replace")
 
