@@ -143,6 +143,16 @@ def site(jobs_ingest: IngestServer) -> Iterator[Any]:
         made.close()
 
 
+def enqueue_from_request(site: Any, instrumentor: CeleryInstrumentor, app: Any, path: str, headers: dict[str, str],
+                         **middleware_options: Any) -> None:
+    """One request to ``app`` behind the web middleware, the Celery producer instrumented with the site's
+    tracer provider, as a web process enqueuing jobs is set up."""
+    web = site(MixpanelMiddleware(app, **middleware_options))
+    instrumentor.instrument(tracer_provider=web.provider)
+    status, _, _ = web.request(path, headers=headers)
+    assert status == 200
+
+
 def job_event(ingest: IngestServer, name: str, **properties: Any) -> dict[str, Any]:
     """The one event ``name`` with these properties, once the worker's exporter has sent it."""
     deadline = time.monotonic() + 30
@@ -164,12 +174,10 @@ def test_a_job_enqueued_by_a_request_carries_its_user_and_device(site, jobs_inge
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>thanks</html>"]
 
-    web = site(MixpanelMiddleware(checkout))
-    instrumentor.instrument(tracer_provider=web.provider)
-    status, _, _ = web.request("/checkout", headers={"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}",
-                                                      # A client cannot choose the user its jobs run for.
-                                                      "baggage": f"{USER_KEY}=admin,{DEVICE_KEY}=forged"})
-    assert status == 200
+    enqueue_from_request(site, instrumentor, checkout, "/checkout",
+                         {"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}",
+                          # A client cannot choose the user its jobs run for.
+                          "baggage": f"{USER_KEY}=admin,{DEVICE_KEY}=forged"})
     properties = job_event(jobs_ingest, "Receipt Sent", order_id=f"order-77 {worker}")["properties"]
     assert (properties["$device_id"], properties["$user_id"], properties["order_id"]) == (DEVICE, "user-9", f"order-77 {worker}")
 
@@ -182,11 +190,9 @@ def test_a_job_of_an_anonymous_visit_carries_the_device_only(site, jobs_ingest, 
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>subscribed</html>"]
 
-    web = site(MixpanelMiddleware(newsletter))
-    instrumentor.instrument(tracer_provider=web.provider)
-    status, _, _ = web.request("/subscribe", headers={"Cookie": f"otel_mp_device_id={DEVICE}",
-                                                       "baggage": f"{USER_KEY}=admin"})
-    assert status == 200
+    enqueue_from_request(site, instrumentor, newsletter, "/subscribe",
+                         {"Cookie": f"otel_mp_device_id={DEVICE}",
+                          "baggage": f"{USER_KEY}=admin"})
     receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"newsletter {worker}")
     assert receipt["properties"]["$device_id"] == DEVICE
     assert "$user_id" not in receipt["properties"]
@@ -215,11 +221,9 @@ def test_a_job_enqueued_while_a_streamed_body_is_produced_carries_the_request_id
         start_response("200 OK", [("Content-Type", "text/csv")])
         return rows()
 
-    web = site(MixpanelMiddleware(export))
-    instrumentor.instrument(tracer_provider=web.provider)
-    status, _, _ = web.request("/export.csv", headers={"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}",
-                                                        "baggage": f"{USER_KEY}=admin"})
-    assert status == 200
+    enqueue_from_request(site, instrumentor, export, "/export.csv",
+                         {"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}",
+                          "baggage": f"{USER_KEY}=admin"})
     receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"streamed {worker}")["properties"]
     assert (receipt["$device_id"], receipt["$user_id"]) == (DEVICE, "user-11")
 
@@ -237,10 +241,8 @@ def test_a_job_naming_another_user_does_not_link_the_visitors_device_to_it(site,
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>shared</html>"]
 
-    web = site(MixpanelMiddleware(share))
-    instrumentor.instrument(tracer_provider=web.provider)
-    status, _, _ = web.request("/share", headers={"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}"})
-    assert status == 200
+    enqueue_from_request(site, instrumentor, share, "/share",
+                         {"User-Agent": IPHONE, "Cookie": f"otel_mp_device_id={DEVICE}"})
     notified = job_event(jobs_ingest, "Owner Notified", run=run)["properties"]
     # With the visitor's $device_id, Mixpanel would merge the visitor's device into owner-5.
     assert notified["$user_id"] == "owner-5" and notified["distinct_id"] == "owner-5"
@@ -268,10 +270,8 @@ def test_ids_stay_out_of_the_baggage_when_the_option_says_so(site, jobs_ingest, 
         start_response("200 OK", [("Content-Type", "text/html")])
         return [b"<html>thanks</html>"]
 
-    web = site(MixpanelMiddleware(checkout, ids_in_baggage=False))
-    instrumentor.instrument(tracer_provider=web.provider)
-    status, _, _ = web.request("/checkout", headers={"Cookie": f"otel_mp_device_id={DEVICE}",
-                                                     "baggage": f"{USER_KEY}=admin"})
-    assert status == 200
+    enqueue_from_request(site, instrumentor, checkout, "/checkout",
+                         {"Cookie": f"otel_mp_device_id={DEVICE}",
+                          "baggage": f"{USER_KEY}=admin"}, ids_in_baggage=False)
     receipt = job_event(jobs_ingest, "Receipt Sent", order_id=f"private {worker}")
     assert "$device_id" not in receipt["properties"] and "$user_id" not in receipt["properties"]
