@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import socket
+from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple
 
 from otel_mixpanel.config import ENV_PREFIX, FORWARDING_LIST_HEADERS, Settings, TrustedProxies
@@ -128,9 +129,7 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
     """
     trusted = settings.trusted_proxies
     if not trusted.enabled:
-        # Looked for only until the warning is given: it is given once per process.
-        if not _warned_untrusted_forwarding and (header("x-forwarded-for") or header("forwarded")):
-            _warn_untrusted_forwarding()
+        _warn_if_forwarded(header)
         return ProxiedRequest(address_text(peer))
     if not trusted.hops:
         peer_address = parse_address(peer)
@@ -169,10 +168,16 @@ def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | N
     Without a trusted proxy this is every request's path, and nearly every request has neither proxy
     header: their attributes are looked for first, and only read once there is one.
     """
-    if not _warned_untrusted_forwarding and not attributes.keys().isdisjoint(_FORWARDING_ATTRIBUTES) and (
-            request_header(attributes, "x-forwarded-for") or request_header(attributes, "forwarded")):
-        _warn_untrusted_forwarding()
+    if not _warned_untrusted_forwarding and not attributes.keys().isdisjoint(_FORWARDING_ATTRIBUTES):
+        _warn_if_forwarded(partial(request_header, attributes))
     return address_text(peer)
+
+
+def _warn_if_forwarded(header: HeaderReader) -> None:
+    """The warning that no proxy is trusted, when the request came through one. Looked for only until
+    the warning is given: it is given once per process."""
+    if not _warned_untrusted_forwarding and (header("x-forwarded-for") or header("forwarded")):
+        _warn_untrusted_forwarding()
 
 
 def _from_forwarded(peer: str | None, values: tuple[str, ...], trusted: TrustedProxies,
