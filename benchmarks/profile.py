@@ -5,6 +5,9 @@ that do the work: the caller's (``export()``: spans to events, into the spool) a
 sender's (spool to Mixpanel). Prints each thread's busiest functions with their share
 of that thread's profiled time, and the wall-clock split between handing spans over and
 waiting for delivery.
+
+cProfile sees a compiled module's functions as single built-ins, not what they call: to see
+inside conversion, profile a pure-Python install (``OTEL_MIXPANEL_COMPILE=0 pip install -e .``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from benchmarks.common import EXPORT_BATCH, Spooled
 from benchmarks.ingest import ServerProcess
 from benchmarks.realistic import PRODUCTION, RealisticStream
 from benchmarks.workload import make_spans, make_visits
+from otel_mixpanel.compiled import conversion_build
 
 
 # (what, file, function): cumulative shares worth naming; a function not called (or renamed) is left out.
@@ -27,7 +31,7 @@ CALLER_STAGES = (
     ("spans -> request facts (attributes, identity, user agent)", "context.py", "read_request"),
     ("facts -> request context (IP, referrer, campaign, page, first touch)", "context.py", "enrich_request"),
     ("context -> Mixpanel events", "events.py", "messages"),
-    ("events -> JSON, checked for time and size", "exporter.py", "_serialise"),
+    ("events -> JSON, checked for time and size", "conversion.py", "serialise"),
     ("SQLite spool insert", "spool.py", "put_many"),
 )
 SENDER_STAGES = (
@@ -128,6 +132,8 @@ def main() -> None:
     parser.add_argument("--workload", choices=("shop", "realistic"), default="shop",
                         help="the benchmark shop's requests, or the production-like stream of benchmarks/realistic.py")
     args = parser.parse_args()
+    if conversion_build() != "pure Python":
+        print("Conversion is compiled: cProfile sees each compiled function as one built-in (see the module's doc)")
     print(profile(args.requests, args.latency_ms, args.limit, args.workload))
 
 

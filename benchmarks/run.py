@@ -37,6 +37,7 @@ from benchmarks.workload import (
     make_visits,
     shop_app,
 )
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.config import SETTINGS_BY_NAME
 
 REALISTIC_LATENCY_MS = 30.0
@@ -446,7 +447,8 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()}"
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()}, "
+            f"conversion {conversion_build()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from benchmarks.realistic import PRODUCTION, RealisticStream
 from benchmarks.workload import make_spans, make_visits
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.assembly import TraceAssembler
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.context import enrich_request, read_request
 from otel_mixpanel.delivery.local import DiscardingSender
 
@@ -50,7 +51,7 @@ def measure(workload: str, requests: int) -> None:
         _timed(label, requests, lambda batch=batch: [exporter.export(batch[first:first + EXPORT_BATCH])
                                                      for first in range(0, len(batch), EXPORT_BATCH)])
     spans = _spans(workload, stream, requests, 3)
-    settings, builder = exporter.settings, exporter._builder
+    settings, builder = exporter.settings, exporter._conversion.builder
     gc.collect()
     gc.freeze()
     assembler = TraceAssembler(60.0)
@@ -63,12 +64,12 @@ def measure(workload: str, requests: int) -> None:
     kept = [(trace, fact, page_view) for trace, fact, page_view, wanted in zip(traces, facts, page_views, produce)
             if wanted]
     contexts = _timed("enrich_request", requests, lambda: [
-        enrich_request(fact, settings, exporter._sensitive) for _, fact, _ in kept])
+        enrich_request(fact, settings, frozenset(settings.redact_query_params)) for _, fact, _ in kept])
     messages = _timed("messages", requests, lambda: [
         list(builder.messages(trace, context, page_view)) for (trace, _, page_view), context in zip(kept, contexts)])
     # export() reads the clock once per batch of spans, so once here too.
     _timed("serialise (JSON, time, size)", requests, lambda: [
-        exporter._serialise(batch, now_ms) for now_ms in [exporter.admission.now_ms()] for batch in messages])
+        exporter._conversion.serialise(batch, now_ms) for now_ms in [exporter.admission.now_ms()] for batch in messages])
     print(f"{requests} requests, {len(kept)} enriched, {sum(map(len, messages))} messages")
     gc.unfreeze()
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--workload", choices=("realistic", "shop"), default="realistic")
     parser.add_argument("--requests", type=int, default=20_000)
     arguments = parser.parse_args()
+    print(f"Conversion {conversion_build()}.")
     measure(arguments.workload, arguments.requests)
 
 

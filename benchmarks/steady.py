@@ -29,6 +29,7 @@ from benchmarks.common import EXPORT_BATCH, ROOT, Spooled
 from benchmarks.ingest import ServerProcess
 from benchmarks.realistic import PRODUCTION, SMALL, Cardinality, RealisticStream, with_cardinality
 from benchmarks.workload import Visit, make_spans, make_visits
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.config import SETTINGS_BY_NAME
 from otel_mixpanel.delivery.local import DiscardingSender
 
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     repeats = 1 if args.smoke else args.repeats
     points = SWEEP if args.sweep else (SWEEP[0], SWEEP[-1])
+    print(f"Conversion {conversion_build()}.")
     print("| Stream | export() us/request, delivery running (wall) | its CPU | conversion alone (wall) "
           "| cache hit rates | load average |")
     print("| --- | --- | --- | --- | --- | --- |")

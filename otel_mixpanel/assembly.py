@@ -28,13 +28,18 @@ _SPAN_OVERHEAD_BYTES = 1024
 _ATTRIBUTE_OVERHEAD_BYTES = 64
 
 
-# Slots: one is made for every request, and a slotted one is a single smaller object.
-@dataclass(slots=True)
 class LocalTrace:
-    """The spans of one request (or job) in this process; ``root`` is None when it never came."""
+    """The spans of one request (or job) in this process; ``root`` is None when it never came.
 
-    root: ReadableSpan | None
-    spans: list[ReadableSpan]
+    A plain class, not a dataclass: one is made for every request, and compiled (otel_mixpanel/compiled.py) a
+    plain class is a native one, made and read without Python code.
+    """
+
+    __slots__ = ("root", "spans")
+
+    def __init__(self, root: ReadableSpan | None, spans: list[ReadableSpan]) -> None:
+        self.root = root
+        self.spans = spans
 
 
 @dataclass

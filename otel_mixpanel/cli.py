@@ -15,6 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.config import ENV_PREFIX, ConfigError, Settings
 from otel_mixpanel.version import __version__
 
@@ -274,7 +275,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
         prog="otel-mixpanel",
         description=f"Tools for otel-mixpanel. Settings are read from {ENV_PREFIX}* variables.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} ({conversion_build()})")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)

@@ -49,6 +49,11 @@ class RequestContext(NamedTuple):
     first_touch_profile: Mapping[str, Any] = MappingProxyType({})
 
 
+# As _new_request_facts below; also not RequestContext._make, which runs as Python code even when this module is
+# compiled.
+_new_request_context = partial(tuple.__new__, RequestContext)
+
+
 def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
     spans = trace.spans
     if len(spans) == 1:
@@ -210,10 +215,9 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     if latitude is not None:
         properties["$latitude"] = latitude
         properties["$longitude"] = facts.longitude
-    # _make: a named tuple's constructor with no argument handling, which costs more than the tuple.
-    return RequestContext._make((http, facts.server_span, facts.device_id, facts.user_id, ip, latitude, facts.longitude,
-                                 facts.is_bot, properties, page.page_view, user_agent.is_automated,
-                                 first_touch.profile))
+    return _new_request_context((http, facts.server_span, facts.device_id, facts.user_id, ip, latitude,
+                                 facts.longitude, facts.is_bot, properties, page.page_view,
+                                 user_agent.is_automated, first_touch.profile))
 
 
 def _proxied_request(facts: RequestFacts, http: HttpFacts, settings: Settings) -> ProxiedRequest:

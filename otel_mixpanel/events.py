@@ -72,7 +72,7 @@ def _insert_id(trace_id: int, span_id: int, slot: bytes) -> str:
 def _own_properties(attributes: Any) -> dict[str, Any]:
     """A business event's attributes as properties, less those that identity and deduplication rest on."""
     properties = safe_properties(attributes)
-    for key in RESERVED & properties.keys():
+    for key in properties.keys() & RESERVED:
         del properties[key]
     return properties
 

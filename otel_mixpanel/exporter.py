@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_mixpanel.admission import TRACK_MAX_AGE_MS, Admission, dumps
+from otel_mixpanel.admission import TRACK_MAX_AGE_MS, Admission
 from otel_mixpanel import sampling
-from otel_mixpanel.advice import no_identity_advice
 from otel_mixpanel.assembly import LocalTrace, TraceAssembler
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.config import (
     OUTPUT_CONSOLE,
     OUTPUT_FILE_PREFIX,
@@ -28,12 +28,11 @@ from otel_mixpanel.config import (
     Settings,
     TrustedProxies,
 )
-from otel_mixpanel.context import enrich_request, read_request
+from otel_mixpanel.conversion import Conversion
 from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.delivery.local import DiscardingSender, Sender
-from otel_mixpanel.events import EVENTS, KEPT, EventBuilder, Message
+from otel_mixpanel.events import EVENTS
 from otel_mixpanel.hooks import BeforeSend, BeforeSendHook
-from otel_mixpanel.page_views import UNRECORDED_HEADERS_ADVICE, headers_unrecorded
 
 logger = logging.getLogger("otel_mixpanel")
 
@@ -94,11 +93,10 @@ class MixpanelSpanExporter(SpanExporter):
         arguments = {name: value for name, value in locals().items() if name in SETTINGS_BY_NAME}
         self._settings = Settings.load(arguments)
         self._before_send = BeforeSend(before_send) if before_send is not None else None
-        self._sensitive = frozenset(self._settings.redact_query_params)
         self._assembler = TraceAssembler(self._settings.trace_wait_ms / 1000)
-        self._builder = EventBuilder(self._settings)
-        self._events_endpoint = Endpoint.IMPORTS if self._settings.uses_import else EVENTS
         self._admission = Admission(None if self._settings.uses_import else TRACK_MAX_AGE_MS)
+        self._conversion = Conversion(self._settings, self._before_send, self._admission,
+                                      Endpoint.IMPORTS if self._settings.uses_import else EVENTS, self._warn_once)
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         self._sampling_checked = False
@@ -148,51 +146,10 @@ class MixpanelSpanExporter(SpanExporter):
             self._warn_once("sampling", problem)
 
     def _hand_over(self, traces: list[LocalTrace]) -> SpanExportResult:
-        serialised: list[tuple[str, str]] = []
-        # One reading of the clock for the batch: its events are checked against the same "now".
-        now_ms = self._admission.now_ms()
-        for trace in traces:
-            try:
-                serialised.extend(self._serialise(self._messages(trace), now_ms))
-            except Exception:
-                # One trace's odd data must not cost the others their events.
-                self._warn_once("convert", "A request's spans could not be converted; its events are skipped",
-                                exc_info=True)
+        serialised = self._conversion.records(traces)
         if serialised:
             self._sender.send_many(serialised, prevalidated=True)
         return SpanExportResult.SUCCESS
-
-    def _messages(self, trace: LocalTrace) -> list[Message]:
-        facts = read_request(trace, self._settings)
-        if headers_unrecorded(facts.http, facts.user_agent.is_automated, self._settings):
-            self._warn_once("page-view-headers", UNRECORDED_HEADERS_ADVICE)
-        page_view = self._builder.page_view(facts)
-        if not self._builder.may_produce(trace, facts, page_view):
-            # An API call without business events, an asset, a crawler: nothing to enrich.
-            return []
-        context = enrich_request(facts, self._settings, self._sensitive)
-        messages = self._builder.messages(trace, context, page_view)
-        # Automated clients (health checkers, scripts) are given no device id on purpose.
-        if messages and not context.device_id and not context.user_id and not context.is_automated:
-            self._warn_once("identity", no_identity_advice(_scope_name(context.server_span)))
-        return messages
-
-    def _serialise(self, messages: list[Message], now_ms: int) -> list[tuple[str, str]]:
-        serialised: list[tuple[str, str]] = []
-        for message in messages:
-            body = message.body
-            if self._before_send is not None:
-                hooked = self._before_send(body, message.endpoint.value)
-                if hooked is None:
-                    continue
-                body = hooked
-            if message.endpoint == EVENTS:
-                text = self._admission.event_json(body, KEPT, now_ms)
-                if text is not None:
-                    serialised.append((self._events_endpoint, text))
-            else:
-                serialised.append((message.endpoint, dumps(body).decode()))
-        return serialised
 
     @property
     def before_send(self) -> BeforeSend | None:
@@ -248,12 +205,5 @@ def _destination(settings: Settings) -> str:
     events = "/import" if settings.uses_import else "/track"
     spool = spool_path(settings) or "in memory (lost if the process dies)"
     return (f"Mixpanel export: events to {parts.scheme}://{host}{events}, profile updates to /engage; "
-            f"ID Merge: {settings.id_merge}; spool: {spool}")
+            f"ID Merge: {settings.id_merge}; spool: {spool}; conversion: {conversion_build()}")
 
-
-def _scope_name(server_span: ReadableSpan | None) -> str | None:
-    """The server span's instrumentation ("" when unnamed), or None when the trace has no server span."""
-    if server_span is None:
-        return None
-    scope = server_span.instrumentation_scope
-    return scope.name if scope is not None else ""

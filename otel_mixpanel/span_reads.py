@@ -29,9 +29,10 @@ def ended_span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     An ended span's ``BoundedAttributes`` is immutable, so its inner dict can be read as it is;
     anything else is copied.
     """
-    bounded = getattr(span, "_attributes", None)
+    bounded: Any = getattr(span, "_attributes", None)
     if type(bounded) is BoundedAttributes and bounded._immutable is True and type(bounded._dict) is dict:
-        return bounded._dict
+        inner: dict[str, Any] = bounded._dict
+        return inner
     return dict(span.attributes or {})
 
 

@@ -7,7 +7,7 @@ any span). Nothing here interprets the values; later steps do.
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Final, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from opentelemetry.semconv._incubating.attributes import (
@@ -50,7 +50,7 @@ from otel_mixpanel.limits import truncate_utf8
 from otel_mixpanel.placeholder_ids import is_placeholder_id
 
 # Looked up once: reading an enum member from its class costs more than the comparison.
-_SERVER = SpanKind.SERVER
+_SERVER: Final = SpanKind.SERVER
 
 # A captured header's attribute is the template, a dot and the header's name.
 REQUEST_HEADER_PREFIX = http.HTTP_REQUEST_HEADER_TEMPLATE + "."
@@ -148,12 +148,12 @@ def _header_keys(name: str, prefix: str = REQUEST_HEADER_PREFIX) -> tuple[str, s
     return prefix + name, prefix + name.replace("-", "_")
 
 
-_USER_AGENT_HEADER = _header_keys("user-agent")
-_REFERER_HEADER = _header_keys("referer")
-_ACCEPT_HEADER = _header_keys("accept")
-_FETCH_DEST_HEADER = _header_keys("sec-fetch-dest")
-_FETCH_MODE_HEADER = _header_keys("sec-fetch-mode")
-_CONTENT_TYPE_HEADER = _header_keys("content-type", RESPONSE_HEADER_PREFIX)
+_USER_AGENT_HEADER: Final = _header_keys("user-agent")
+_REFERER_HEADER: Final = _header_keys("referer")
+_ACCEPT_HEADER: Final = _header_keys("accept")
+_FETCH_DEST_HEADER: Final = _header_keys("sec-fetch-dest")
+_FETCH_MODE_HEADER: Final = _header_keys("sec-fetch-mode")
+_CONTENT_TYPE_HEADER: Final = _header_keys("content-type", RESPONSE_HEADER_PREFIX)
 
 
 def _header(get: Callable[[str], Any], keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -221,7 +221,9 @@ def read_http(span_name: str, kind: SpanKind | None, attributes: Mapping[str, An
     """
     if kind != _SERVER:
         return None
-    return _read_plain_http(attributes) or _read_http(span_name, attributes)
+    # The SDK's spans give a dict (span_reads.ended_span_attributes): the plain reader takes nothing else.
+    plain = _read_plain_http(attributes) if type(attributes) is dict else None
+    return plain or _read_http(span_name, attributes)
 
 
 def _all_plain(values: tuple[Any, ...]) -> bool:
@@ -232,16 +234,46 @@ def _all_plain(values: tuple[Any, ...]) -> bool:
     return True
 
 
-def _header_value(get: Callable[[str], Any], keys: tuple[str, str]) -> Any:
+def _header_value(attributes: dict[str, Any], keys: tuple[str, str]) -> Any:
     """A captured header as it was recorded, unwrapped when it is one value (a tuple of one, as
     instrumentation records nearly every header)."""
-    value = get(keys[0])
+    value = attributes.get(keys[0])
     if value is None:
-        value = get(keys[1])
+        value = attributes.get(keys[1])
     return value[0] if type(value) is tuple and len(value) == 1 else value
 
 
-def _read_plain_http(attributes: Mapping[str, Any]) -> HttpFacts | None:
+# The keys the plain readers look up, as final names. Compiled (otel_mixpanel/compiled.py), each is then read
+# from a C variable instead of from its semantic-conventions module, and each look-up in the dict they are typed
+# with is a direct call of the dict's C function: these readers run for every request.
+_METHOD: Final = http.HTTP_REQUEST_METHOD
+_OLD_METHOD: Final = http_old.HTTP_METHOD
+_HOST: Final = server.SERVER_ADDRESS
+_OLD_HOST: Final = http_old.HTTP_HOST
+_OLD_NET_HOST: Final = net_old.NET_HOST_NAME
+_PATH: Final = url.URL_PATH
+_AGENT: Final = user_agent.USER_AGENT_ORIGINAL
+_OLD_AGENT: Final = http_old.HTTP_USER_AGENT
+_STATUS: Final = http.HTTP_RESPONSE_STATUS_CODE
+_OLD_STATUS: Final = http_old.HTTP_STATUS_CODE
+_FULL_URL: Final = url.URL_FULL
+_OLD_URL: Final = http_old.HTTP_URL
+_SCHEME: Final = url.URL_SCHEME
+_OLD_SCHEME: Final = http_old.HTTP_SCHEME
+_QUERY: Final = url.URL_QUERY
+_ROUTE: Final = http.HTTP_ROUTE
+_CLIENT: Final = client.CLIENT_ADDRESS
+_OLD_CLIENT: Final = http_old.HTTP_CLIENT_IP
+_OLD_PEER: Final = net_old.NET_PEER_IP
+_SYNTHETIC: Final = user_agent_incubating.USER_AGENT_SYNTHETIC_TYPE
+_PSEUDO_ID: Final = enduser.ENDUSER_PSEUDO_ID
+_ENDUSER_ID: Final = enduser.ENDUSER_ID
+_USER_ID: Final = user.USER_ID
+_LATITUDE: Final = geo.GEO_LOCATION_LAT
+_LONGITUDE: Final = geo.GEO_LOCATION_LON
+
+
+def _read_plain_http(attributes: dict[str, Any]) -> HttpFacts | None:
     """``_read_http``'s answer for the usual span, or None to have ``_read_http`` read it.
 
     The usual span records each fact as plain text (headers as a tuple of one text), and a
@@ -250,24 +282,23 @@ def _read_plain_http(attributes: Mapping[str, Any]) -> HttpFacts | None:
     for each. Anything else (odd types, padding, non-ASCII text, facts to be found elsewhere)
     is left to ``_read_http``. tests/test_spans.py compares the two on generated spans.
     """
-    get = attributes.get
-    method = get(http.HTTP_REQUEST_METHOD) or get(http_old.HTTP_METHOD)
-    host = get(server.SERVER_ADDRESS) or get(http_old.HTTP_HOST) or get(net_old.NET_HOST_NAME)
-    path = get(url.URL_PATH)
-    agent = get(user_agent.USER_AGENT_ORIGINAL) or get(http_old.HTTP_USER_AGENT)
-    status = get(http.HTTP_RESPONSE_STATUS_CODE) or get(http_old.HTTP_STATUS_CODE)
+    method = attributes.get(_METHOD) or attributes.get(_OLD_METHOD)
+    host = attributes.get(_HOST) or attributes.get(_OLD_HOST) or attributes.get(_OLD_NET_HOST)
+    path = attributes.get(_PATH)
+    agent = attributes.get(_AGENT) or attributes.get(_OLD_AGENT)
+    status = attributes.get(_STATUS) or attributes.get(_OLD_STATUS)
     if (not method or not host or not path or not agent or (status is not None and type(status) is not int)
-            or get(url.URL_FULL) is not None or get(http_old.HTTP_URL) is not None):
+            or attributes.get(_FULL_URL) is not None or attributes.get(_OLD_URL) is not None):
         return None
-    scheme = get(url.URL_SCHEME) or get(http_old.HTTP_SCHEME)
-    query = get(url.URL_QUERY)
-    route = get(http.HTTP_ROUTE)
-    peer = get(client.CLIENT_ADDRESS) or get(http_old.HTTP_CLIENT_IP) or get(net_old.NET_PEER_IP)
-    referer = _header_value(get, _REFERER_HEADER)
-    accept = _header_value(get, _ACCEPT_HEADER)
-    fetch_dest = _header_value(get, _FETCH_DEST_HEADER)
-    fetch_mode = _header_value(get, _FETCH_MODE_HEADER)
-    content_type = _header_value(get, _CONTENT_TYPE_HEADER)
+    scheme = attributes.get(_SCHEME) or attributes.get(_OLD_SCHEME)
+    query = attributes.get(_QUERY)
+    route = attributes.get(_ROUTE)
+    peer = attributes.get(_CLIENT) or attributes.get(_OLD_CLIENT) or attributes.get(_OLD_PEER)
+    referer = _header_value(attributes, _REFERER_HEADER)
+    accept = _header_value(attributes, _ACCEPT_HEADER)
+    fetch_dest = _header_value(attributes, _FETCH_DEST_HEADER)
+    fetch_mode = _header_value(attributes, _FETCH_MODE_HEADER)
+    content_type = _header_value(attributes, _CONTENT_TYPE_HEADER)
     if not _all_plain((method, scheme, host, path, query, route, agent, peer,
                        referer, accept, fetch_dest, fetch_mode, content_type)):
         return None
@@ -277,7 +308,7 @@ def _read_plain_http(attributes: Mapping[str, Any]) -> HttpFacts | None:
     if scheme and not scheme.islower():
         scheme = scheme.lower()
     return _new_http_facts((method, scheme or None, host, path, query, route, status,
-                            agent, get(user_agent_incubating.USER_AGENT_SYNTHETIC_TYPE) is not None, peer,
+                            agent, attributes.get(_SYNTHETIC) is not None, peer,
                             referer, accept, fetch_dest, fetch_mode, content_type))
 
 
@@ -349,7 +380,8 @@ def identity_text(value: Any) -> str | None:
 
 
 def read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
-    return _read_plain_identity(attributes) or _read_identity(attributes)
+    plain = _read_plain_identity(attributes) if type(attributes) is dict else None
+    return plain or _read_identity(attributes)
 
 
 def _read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
@@ -362,16 +394,15 @@ def _read_identity(attributes: Mapping[str, Any]) -> IdentityFacts:
     return IdentityFacts(device_id, user_id, _number(get(geo.GEO_LOCATION_LAT)), _number(get(geo.GEO_LOCATION_LON)))
 
 
-def _read_plain_identity(attributes: Mapping[str, Any]) -> IdentityFacts | None:
+def _read_plain_identity(attributes: dict[str, Any]) -> IdentityFacts | None:
     """``_read_identity``'s answer for the usual span (ids that ``identity_text`` returns as they are,
     no location), or None to have ``_read_identity`` read it. tests/test_spans.py compares the two."""
-    get = attributes.get
-    device_id = get(enduser.ENDUSER_PSEUDO_ID)
-    user_id = get(enduser.ENDUSER_ID) or get(user.USER_ID)
-    if (get(geo.GEO_LOCATION_LAT) is not None or get(geo.GEO_LOCATION_LON) is not None
+    device_id = attributes.get(_PSEUDO_ID)
+    user_id = attributes.get(_ENDUSER_ID) or attributes.get(_USER_ID)
+    if (attributes.get(_LATITUDE) is not None or attributes.get(_LONGITUDE) is not None
             or (device_id is not None and not _plain_id(device_id))
             or (user_id is not None and not _plain_id(user_id))
-            or (device_id is not None and user_id is not None and get(CARRIED_USER_ATTRIBUTE) is not None)):
+            or (device_id is not None and user_id is not None and attributes.get(CARRIED_USER_ATTRIBUTE) is not None)):
         return None
     return _new_identity_facts((device_id, user_id, None, None))
 

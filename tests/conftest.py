@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import os
 import threading
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import otel_mixpanel
 from otel_mixpanel import MixpanelSpanExporter
 from otel_mixpanel.testing.ingest_server import IngestServer, stop_serving
 
@@ -36,6 +39,19 @@ NAVIGATION = {
 }
 # Without the web middleware, header capture is how these reach the span.
 NAVIGATION_CAPTURE = "accept,sec-fetch-dest,sec-fetch-mode"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """An editable install's compiled modules (setup.py) shadow their sources: edited since, they would be tested
+    instead of the code as it now reads."""
+    package = Path(otel_mixpanel.__file__).parent
+    stale = [str(source.relative_to(package.parent)) for source in package.rglob("*.py")
+             for suffix in EXTENSION_SUFFIXES
+             if source.with_suffix(suffix).exists()
+             and source.with_suffix(suffix).stat().st_mtime < source.stat().st_mtime]
+    if stale:
+        raise pytest.UsageError(f"{', '.join(stale)} changed after the build compiled them: run `pip install -e .` "
+                                "again (OTEL_MIXPANEL_COMPILE=0 builds pure Python)")
 
 
 @pytest.fixture(autouse=True)

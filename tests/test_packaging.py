@@ -8,6 +8,7 @@ from importlib.metadata import metadata, version
 
 import otel_mixpanel
 from conftest import record_spans
+from otel_mixpanel.compiled import COMPILED_MODULES, conversion_build, is_compiled
 from otel_mixpanel.events import LIBRARY_VERSION
 
 
@@ -59,3 +60,12 @@ def test_delivery_loads_when_a_sending_exporter_is_built_and_the_official_sdk_on
     on = modules_loaded_by("from otel_mixpanel import MixpanelSpanExporter; MixpanelSpanExporter(token='t', "
                            "spool='memory').shutdown()")
     assert {"requests", "sqlite3"} <= on and "mixpanel" not in on
+
+
+def test_the_conversion_modules_are_compiled_all_together_or_not_at_all():
+    # Half a set cannot happen by design (setup.py removes every extension when one fails); a stale in-place
+    # build beside edited sources is caught by conftest.
+    kinds = {module: is_compiled(module) for module in COMPILED_MODULES}
+    assert len(set(kinds.values())) == 1, kinds
+    assert conversion_build() == ("compiled with mypyc" if kinds["otel_mixpanel.context"] else "pure Python")
+

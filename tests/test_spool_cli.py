@@ -13,6 +13,7 @@ import pytest
 
 import otel_mixpanel
 
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.delivery.spool import Spool, spool_path
 from otel_mixpanel.testing.ingest_server import IngestServer
 
@@ -42,7 +43,7 @@ def service(monkeypatch):
 def test_version_is_the_packages(tmp_path):
     result = cli("--version", env=environment("http://127.0.0.1:9", tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"otel-mixpanel {otel_mixpanel.__version__}"
+    assert result.stdout.strip() == f"otel-mixpanel {otel_mixpanel.__version__} ({conversion_build()})"
     assert otel_mixpanel.__version__ == version("otel-mixpanel")
 
 

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
 import otel_mixpanel
 from conftest import DESKTOP_CHROME, quick_delivery, record_spans, text_app
+from otel_mixpanel.compiled import conversion_build
 from otel_mixpanel.config import ConfigError
 from otel_mixpanel.enrich import client_ip
 
@@ -184,7 +185,7 @@ def test_start_up_says_where_events_go_once_without_secrets(caplog, tmp_path):
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "Mixpanel export" in
               r.getMessage()]
     assert "https://api-eu.mixpanel.com/import" in line and "ID Merge: original" in line
-    assert f"spool: {tmp_path}" in line
+    assert f"spool: {tmp_path}" in line and f"conversion: {conversion_build()}" in line
     assert "S3CRET" not in caplog.text
 
 

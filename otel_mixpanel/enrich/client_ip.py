@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import socket
 from functools import partial
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any, Callable, Mapping, NamedTuple
 
 from otel_mixpanel.config import ENV_PREFIX, FORWARDING_LIST_HEADERS, Settings, TrustedProxies
@@ -73,6 +73,11 @@ def address_text(text: str | None) -> str | None:
     return str(address) if address else None
 
 
+# Plain ints, read once: socket's AddressFamily members are enum objects looked up on every use.
+_IPV4 = int(AF_INET)
+_IPV6 = int(AF_INET6)
+
+
 def _plain_address_text(text: str) -> str | None:
     """A plain address (no port, brackets, zone or quotes) normalised by the C parser, which is ten
     times faster than ``ipaddress``; None leaves the text to ``parse_address``.
@@ -86,9 +91,9 @@ def _plain_address_text(text: str) -> str | None:
     try:
         if ":" not in text:
             if "." in text:
-                return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+                return inet_ntop(_IPV4, inet_pton(_IPV4, text))
         elif "." not in text:
-            normalised = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+            normalised = inet_ntop(_IPV6, inet_pton(_IPV6, text))
             return None if "." in normalised else normalised
     except (OSError, ValueError):
         pass

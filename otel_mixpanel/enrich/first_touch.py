@@ -90,16 +90,19 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     if attributes.keys().isdisjoint(_OPTIONAL_ATTRIBUTES):
         return _first_touch(referrer, domain if type(domain) is str and domain else None, (), sensitive)
     values = tuple(map(attributes.get, _OPTIONAL_ATTRIBUTE_NAMES))
-    try:
-        return _campaign_touch(sensitive, referrer, domain, *values)
-    except TypeError:
-        # A value no cache can hold (a list, in a mapping that is not the SDK's): read without the cache.
-        return _campaign_touch.__wrapped__(sensitive, referrer, domain, *values)
+    if type(domain) is str or domain is None:
+        for value in values:
+            if type(value) is not str and value is not None:
+                break
+        else:
+            return _campaign_touch(sensitive, referrer, domain, *values)
+    # A value of another type (a str subclass equal to a cached str must not hit): read without the cache.
+    return _campaign_touch.__wrapped__(sensitive, referrer, domain, *values)
 
 
 # A campaign link brings many browsers: each campaign's properties are made once, keyed on the
-# attributes' raw values; typed, as only str values count (a str subclass equal to one must not hit).
-@lru_cache(maxsize=1024, typed=True)
+# attributes' raw values, which are all str or None (read_first_touch), so the key needs no types.
+@lru_cache(maxsize=1024)
 def _campaign_touch(sensitive: frozenset[str], referrer: str, domain: Any, *values: Any) -> FirstTouchProperties:
     """A first touch with UTM parameters or a stored campaign; ``values``: ``_OPTIONAL_ATTRIBUTE_NAMES``'s."""
     utm = tuple((key, value) for (_, key), value in zip(UTM_ATTRIBUTES, values) if type(value) is str and value)
