@@ -197,7 +197,7 @@ def _destination(settings: Settings) -> str:
     if settings.output != OUTPUT_MIXPANEL:
         where = "stderr" if settings.output == OUTPUT_CONSOLE else settings.output[len(OUTPUT_FILE_PREFIX):]
         return (f"Mixpanel export in development output: nothing is sent, each event and profile update is "
-                f"printed as a JSON line to {where}; ID Merge: {settings.id_merge}")
+                f"printed as a JSON line to {where}; ID Merge: {settings.id_merge}; conversion: {conversion_build()}")
     from otel_mixpanel.delivery.spool import spool_path
 
     parts = urlsplit(settings.endpoint)

@@ -50,7 +50,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
              if source.with_suffix(suffix).exists()
              and source.with_suffix(suffix).stat().st_mtime < source.stat().st_mtime]
     if stale:
-        raise pytest.UsageError(f"{', '.join(stale)} changed after the build compiled them: run `pip install -e .` "
+        raise pytest.UsageError(f"changed since the build compiled them: {', '.join(stale)}; run `pip install -e .` "
                                 "again (OTEL_MIXPANEL_COMPILE=0 builds pure Python)")
 
 

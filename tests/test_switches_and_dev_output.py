@@ -189,6 +189,14 @@ def test_start_up_says_where_events_go_once_without_secrets(caplog, tmp_path):
     assert "S3CRET" not in caplog.text
 
 
+def test_development_output_says_so_at_start_up_and_which_build_converts(caplog):
+    with caplog.at_level(logging.INFO, logger="otel_mixpanel"):
+        otel_mixpanel.MixpanelSpanExporter(output="console").shutdown(100)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "Mixpanel export" in
+              r.getMessage()]
+    assert "nothing is sent" in line and f"conversion: {conversion_build()}" in line
+
+
 def test_forwarding_headers_without_a_trusted_proxy_are_warned_about_once(site_factory, caplog, monkeypatch):
     monkeypatch.setattr(client_ip, "_warned_untrusted_forwarding", False)
     trusting = site_factory(text_app, trusted_proxies="1", capture_headers="x-forwarded-for,forwarded")
