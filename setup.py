@@ -1,7 +1,7 @@
 """The build's one extra step: the conversion modules compiled with mypyc, where that can be done.
 
-export() converts every request's spans into Mixpanel events; compiled, the same typed source does it in about
-60% of the time (docs/performance.md). Which modules: otel_mixpanel/compiled.py. Everything else about the build
+export() converts every request's spans into Mixpanel events; compiled, the same typed source does it in 60 to 65%
+of the time (docs/performance.md). Which modules: otel_mixpanel/compiled.py. Everything else about the build
 is in pyproject.toml.
 
 - ``OTEL_MIXPANEL_COMPILE=0`` at build time builds pure Python (and an editable install then removes the

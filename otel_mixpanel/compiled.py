@@ -1,7 +1,7 @@
 """Which modules the build compiles with mypyc (setup.py), and whether this installation's are.
 
 Said by ``otel-mixpanel --version`` and the exporter's start line, since a build that could not compile
-installs pure Python without a word (pip hides build output): the same behaviour, with conversion about 1.7
+installs pure Python without a word (pip hides build output): the same behaviour, with conversion 1.5 to 1.7
 times as costly per request. setup.py runs this file by itself, so it imports nothing but the standard library.
 """
 
