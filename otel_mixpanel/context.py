@@ -155,20 +155,8 @@ _new_request_facts = partial(tuple.__new__, RequestFacts)
 def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     """Step 2b's first half: the request, its identity and its user agent, read from the spans."""
     spans = _root_first(trace)
-    server_span: ReadableSpan | None
-    server_attributes: Mapping[str, Any]
-    if len(spans) == 1:
-        # Most requests are one span: read as _identity and _server_request read it, without their loops.
-        server_span, server_attributes = spans[0]
-        device_id, user_id, latitude, longitude = read_identity(server_attributes)
-        if latitude is None or longitude is None:
-            latitude = longitude = None
-        http = read_http(server_span.name, server_span.kind, server_attributes)
-        if http is None:
-            server_span, server_attributes = None, {}
-    else:
-        device_id, user_id, latitude, longitude = _identity(spans)
-        server_span, server_attributes, http = _server_request(spans)
+    device_id, user_id, latitude, longitude = _identity(spans)
+    server_span, server_attributes, http = _server_request(spans)
     if http is None:
         parsed, is_bot = NO_USER_AGENT, False
     else:
