@@ -35,10 +35,12 @@ class TrustedProxies:
 
     hops: int = 0
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Whether any header is believed. A field, not a property: conversion asks for every request, and a
+    # property would run as Python code there.
+    enabled: bool = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def enabled(self) -> bool:
-        return self.hops > 0 or bool(self.networks)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enabled", self.hops > 0 or bool(self.networks))
 
     def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self.networks)

@@ -12,7 +12,7 @@ import logging
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from opentelemetry import trace
@@ -51,6 +51,7 @@ from otel_mixpanel.enrich.url import (
     page_properties,
     plain_url,
     query_pairs,
+    redact_query,
     redact_url,
 )
 from otel_mixpanel.limits import json_safe, safe_properties, safe_text_properties
@@ -91,6 +92,24 @@ def test_plain_urls_are_read_as_urlsplit_reads_them(address):
 @given(url_texts)
 def test_queries_are_split_as_parse_qsl_splits_them(query):
     assert query_pairs(query) == (parse_qsl(query, keep_blank_values=True) if query else [])
+
+
+QUERY_PIECES = ["&", "=", "+", "%", "%26", "%3D", "%3d", "%74oken", "TOKEN", "token", "to", "ken", "code", "q", "x",
+                "session", "sessions", "%2B", "%20", "\u212a", "\ud800", "Σ"]
+
+
+@settings(max_examples=5000, deadline=None)
+@given(st.one_of(url_texts, st.lists(st.sampled_from(QUERY_PIECES), max_size=12).map("".join)),
+       st.sampled_from([SENSITIVE, frozenset({"token"}), frozenset({"my token"}), frozenset()]))
+@example("My+Token=1", frozenset({"my token"}))
+@example("a=%26token%3D1", SENSITIVE)
+def test_queries_are_redacted_as_parsing_every_pair_would(query, sensitive):
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    if any(name.lower() in sensitive for name, _ in pairs):
+        expected = urlencode([(n, REDACTED if n.lower() in sensitive else v) for n, v in pairs], errors="replace")
+    else:
+        expected = query
+    assert redact_query(query, sensitive) == expected
 
 
 @settings(max_examples=3000, deadline=None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Final, Mapping, NamedTuple
 
 from otel_mixpanel.enrich.campaign import CAMPAIGN_PARAMETERS
 from otel_mixpanel.enrich.url import REDACTED, redact_url
@@ -76,9 +76,25 @@ class FirstTouchProperties(NamedTuple):
 
 NO_FIRST_TOUCH = FirstTouchProperties({}, MappingProxyType({}))
 # Initial UTM parameters and a stored campaign: what a campaign's visitors have on every span, and
-# most spans have neither, which one pass tells.
-_OPTIONAL_ATTRIBUTE_NAMES = tuple(attribute for attribute, _ in UTM_ATTRIBUTES + _STORED_ATTRIBUTES)
-_OPTIONAL_ATTRIBUTES = frozenset(_OPTIONAL_ATTRIBUTE_NAMES)
+# most spans have neither.
+_OPTIONAL_ATTRIBUTE_NAMES: Final = tuple(attribute for attribute, _ in UTM_ATTRIBUTES + _STORED_ATTRIBUTES)
+_OPTIONAL_ATTRIBUTES: Final = frozenset(_OPTIONAL_ATTRIBUTE_NAMES)
+
+
+def _optional_values(attributes: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The values of ``_OPTIONAL_ATTRIBUTE_NAMES`` in order, or None when the span has none of them.
+
+    The SDK's spans give a dict (span_reads.ended_span_attributes): compiled (otel_mixpanel/compiled.py),
+    each look-up in one typed so is a direct call of the dict's C function, where a map over ``attributes.get``
+    went through Python's generic calls, for every request of a campaign's visitors.
+    """
+    if attributes.keys().isdisjoint(_OPTIONAL_ATTRIBUTES):
+        # Most spans: one pass over the smaller of the two sets of names tells.
+        return None
+    if type(attributes) is dict:
+        plain: dict[str, Any] = attributes
+        return tuple([plain.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
+    return tuple([attributes.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
 
 
 def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -> FirstTouchProperties:
@@ -87,9 +103,9 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
     if type(referrer) is not str or not referrer:
         return NO_FIRST_TOUCH
     domain = attributes.get(REFERRING_DOMAIN_ATTRIBUTE)
-    if attributes.keys().isdisjoint(_OPTIONAL_ATTRIBUTES):
+    values = _optional_values(attributes)
+    if values is None:
         return _first_touch(referrer, domain if type(domain) is str and domain else None, (), sensitive)
-    values = tuple(map(attributes.get, _OPTIONAL_ATTRIBUTE_NAMES))
     if type(domain) is str or domain is None:
         for value in values:
             if type(value) is not str and value is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from otel_mixpanel.enrich.first_touch import js_referring_domain
@@ -24,8 +24,8 @@ _SEARCH_ENGINES = (
 # first "p" (Yahoo) or "q" (the others) anywhere in the referrer, decoded, then "+" read as a space.
 _SEARCH_QUERY = re.compile(r"[?&]q=([^&#]*)")
 _YAHOO_QUERY = re.compile(r"[?&]p=([^&#]*)")
-# Each pattern above needs its engine's name on one line: without any, none of them can match.
-_ANY_ENGINE = re.compile(r"google|bing|yahoo|duckduckgo")
+# Each pattern above needs its engine's name: without any, none of them can match.
+_ENGINE_NAMES: Final = ("google", "bing", "yahoo", "duckduckgo")
 
 
 def referring_domain(referrer: str) -> str | None:
@@ -84,8 +84,9 @@ def _any_referrer_properties(referrer: str, sensitive: frozenset[str]) -> dict[s
 
 def search_info(referrer: str) -> dict[str, str]:
     """mixpanel-js 2.83.0's ``_.info.searchInfo``: ``$search_engine``, and ``mp_keyword`` when the search has words."""
-    if _ANY_ENGINE.search(referrer) is None:
-        # Most referrers are the site's own pages: one search rules out all four patterns.
+    if not any(name in referrer for name in _ENGINE_NAMES):
+        # Most referrers are the site's own pages: four substring searches (cheaper than one regular
+        # expression's search of the alternatives) rule out all four patterns.
         return {}
     return search_by_patterns(referrer)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -28,10 +27,8 @@ def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
     """The query with every sensitive parameter's value replaced, order and the rest kept."""
     if not query:
         return ""
-    names = _any_of(sensitive)
-    # A name may be %-escaped ("%74oken" is "token" once parsed): the text is searched as parsing reads it.
-    if names is None or names.search((unquote(query) if "%" in query else query).lower()) is None:
-        # No sensitive name anywhere in the text: nothing to redact, and no parsing to pay for.
+    if not sensitive or not _may_name_any(query, sensitive):
+        # No parameter is named so: nothing to redact, and no parsing to pay for.
         return query
     pairs = query_pairs(query)
     if not any(name.lower() in sensitive for name, _ in pairs):
@@ -41,12 +38,20 @@ def redact_query(query: str | None, sensitive: frozenset[str]) -> str:
                      errors="replace")
 
 
-@lru_cache(maxsize=16)
-def _any_of(names: frozenset[str]) -> re.Pattern[str] | None:
-    """One search for any of ``names`` anywhere in a text: a query is checked for every request."""
-    if not names:
-        return None
-    return re.compile("|".join(re.escape(name) for name in sorted(names)))
+def _may_name_any(query: str, sensitive: frozenset[str]) -> bool:
+    """False only when no parameter of ``query`` is named one of ``sensitive`` (lower-case, without "&" or "=").
+
+    Each name is compared as parsing reads it ("%74oken" is "token", "+" a space): decoding the whole text
+    first leaves every name at the start of its "&"-separated piece, followed by "=" or nothing; a decoded
+    "&" or "=" inside a value can only add pieces, never hide a name. A query is checked for every page and
+    referrer that is not cached: one pass of splitting, where a regular expression of the names took several
+    times as long on long queries (click ids).
+    """
+    text = unquote(query.replace("+", " ")) if "%" in query or "+" in query else query
+    for piece in text.lower().split("&"):
+        if piece.partition("=")[0] in sensitive:
+            return True
+    return False
 
 
 def join_url(scheme: str, netloc: str, path: str, query: str) -> str:
