@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -35,12 +36,11 @@ class TrustedProxies:
 
     hops: int = 0
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    # Whether any header is believed. A field, not a property: conversion asks for every request, and a
-    # property would run as Python code there.
-    enabled: bool = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "enabled", self.hops > 0 or bool(self.networks))
+    @cached_property
+    def enabled(self) -> bool:
+        """Whether any header is believed. Cached: conversion asks for every request, and a property would run
+        as Python code there each time; once cached, it is an attribute of the instance."""
+        return self.hops > 0 or bool(self.networks)
 
     def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self.networks)

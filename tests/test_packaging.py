@@ -68,4 +68,3 @@ def test_the_conversion_modules_are_compiled_all_together_or_not_at_all():
     kinds = {module: is_compiled(module) for module in COMPILED_MODULES}
     assert len(set(kinds.values())) == 1, kinds
     assert conversion_build() == ("compiled with mypyc" if kinds["otel_mixpanel.context"] else "pure Python")
-

@@ -28,6 +28,6 @@ def campaign_properties(query_pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 def query_campaign_properties(query: str | None) -> dict[str, Any]:
     """``campaign_properties`` of a raw query string."""
-    # A query with nothing to decode is split without parse_qsl (query_pairs), at about the cost of the
-    # regular-expression search of the names that used to rule most queries out first.
+    # No pre-check of the names: a query with nothing to decode is split without parse_qsl (query_pairs), which
+    # costs about what a regular-expression search of the names would.
     return campaign_properties(query_pairs(query)) if query else {}
