@@ -7,6 +7,10 @@ server of ``benchmarks/ingest.py`` in its own process, answering in 30 ms. Cache
 by the same request stream first, so what is measured is their steady hit rate, not a cold
 start nor a stream that a few hundred requests exhaust.
 
+Inside ``export()``, the spool hand-over (the sender's ``send_many``: SQLite's insert, and waiting for the
+spool's write lock while a delivery thread holds it) is timed apart: what remains is conversion, from spans
+to serialised records, in steady state.
+
 Each measurement runs in a fresh process (the exporter's caches are per process), prints one
 JSON line, and the parent prints the table. ``--sweep`` varies the stream's cardinality one
 dimension at a time, from the benchmark shop's (everything cached) to production-like.
@@ -34,6 +38,23 @@ from otel_mixpanel.config import SETTINGS_BY_NAME
 from otel_mixpanel.delivery.local import DiscardingSender
 
 LATENCY_MS = 30.0
+
+
+class TimedHandOver:
+    """The exporter's sender, with the time its ``send_many`` takes (the spool hand-over) added up."""
+
+    def __init__(self, sender: Any) -> None:
+        self.sender = sender
+        self.cpu_ns = self.wall_ns = 0
+
+    def send_many(self, messages: Any, *, prevalidated: bool = False) -> None:
+        start_cpu, start = time.thread_time_ns(), time.perf_counter_ns()
+        self.sender.send_many(messages, prevalidated=prevalidated)
+        self.wall_ns += time.perf_counter_ns() - start
+        self.cpu_ns += time.thread_time_ns() - start_cpu
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sender, name)
 
 
 @dataclass(frozen=True)
@@ -90,19 +111,23 @@ def measure_one(workload: str, cardinality: Cardinality, plan: Plan, delivery: b
             # Conversion alone: the same export(), records handed to a sender that drops them.
             exporter.sender.shutdown(timeout_millis=1_000)
             exporter._sender = DiscardingSender()
+        hand_over = exporter._sender = TimedHandOver(exporter._sender)
         try:
             warm = make_spans(next(chunks)(plan.warm_requests))
             for first in range(0, len(warm), EXPORT_BATCH):
                 exporter.export(warm[first:first + EXPORT_BATCH])
             del warm
-            return _timed_chunks(exporter, chunks, plan) | {"delivery": delivery}
+            return _timed_chunks(exporter, hand_over, chunks, plan) | {"delivery": delivery}
         finally:
             spooled.close()
 
 
-def _timed_chunks(exporter: Any, chunks: Iterator[Callable[[int], list[Visit]]], plan: Plan) -> dict[str, Any]:
+def _timed_chunks(exporter: Any, hand_over: TimedHandOver, chunks: Iterator[Callable[[int], list[Visit]]],
+                  plan: Plan) -> dict[str, Any]:
     wall_us: list[float] = []
     cpu_us: list[float] = []
+    hand_over_cpu_us: list[float] = []
+    hand_over_wall_us: list[float] = []
     before = _cache_counts()
     for _ in range(plan.chunks):
         spans = make_spans(next(chunks)(plan.chunk))
@@ -110,6 +135,7 @@ def _timed_chunks(exporter: Any, chunks: Iterator[Callable[[int], list[Visit]]],
         gc.collect()
         gc.freeze()
         wall = cpu = 0
+        hand_over.cpu_ns = hand_over.wall_ns = 0
         try:
             for first in range(0, len(spans), EXPORT_BATCH):
                 batch = spans[first:first + EXPORT_BATCH]
@@ -121,14 +147,19 @@ def _timed_chunks(exporter: Any, chunks: Iterator[Callable[[int], list[Visit]]],
             gc.unfreeze()
         wall_us.append(wall / 1000 / len(spans))
         cpu_us.append(cpu / 1000 / len(spans))
+        hand_over_cpu_us.append(hand_over.cpu_ns / 1000 / len(spans))
+        hand_over_wall_us.append(hand_over.wall_ns / 1000 / len(spans))
     after = _cache_counts()
     hit_rates = {}
     for label, (hits, misses) in after.items():
         hits -= before.get(label, (0, 0))[0]
         misses -= before.get(label, (0, 0))[1]
         hit_rates[label] = hits / (hits + misses) if hits + misses else None
+    conversion_cpu_us = [total - spooling for total, spooling in zip(cpu_us, hand_over_cpu_us)]
     return {"wall_us": statistics.median(wall_us), "cpu_us": statistics.median(cpu_us),
-            "chunks_wall_us": wall_us, "hit_rates": hit_rates, "load": os.getloadavg()[0]}
+            "hand_over_cpu_us": statistics.median(hand_over_cpu_us),
+            "hand_over_wall_us": statistics.median(hand_over_wall_us),
+            "conversion_cpu_us": statistics.median(conversion_cpu_us), "chunks_wall_us": wall_us, "hit_rates": hit_rates, "load": os.getloadavg()[0]}
 
 
 def run_child(workload: str, cardinality: Cardinality, plan: Plan, delivery: bool = True) -> dict[str, Any]:
@@ -174,15 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.smoke else args.repeats
     points = SWEEP if args.sweep else (SWEEP[0], SWEEP[-1])
     print(f"Conversion {conversion_build()}.")
-    print("| Stream | export() us/request, delivery running (wall) | its CPU | conversion alone (wall) "
-          "| cache hit rates | load average |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| Stream | export() us/request, delivery running (wall) | its CPU | of which the spool hand-over: CPU "
+          "(wall) | conversion: the rest of the CPU | conversion alone (wall) | cache hit rates | load average |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, workload, cardinality in points:
         running = [run_child(workload, cardinality, plan) for _ in range(repeats)]
         alone = [run_child(workload, cardinality, plan, delivery=False) for _ in range(repeats)]
         print(f"| {label} | {statistics.median(r['wall_us'] for r in running):.1f} "
               f"({', '.join(format(r['wall_us'], '.1f') for r in running)}) "
               f"| {statistics.median(r['cpu_us'] for r in running):.1f} "
+              f"| {statistics.median(r['hand_over_cpu_us'] for r in running):.1f} "
+              f"({statistics.median(r['hand_over_wall_us'] for r in running):.1f}) "
+              f"| {statistics.median(r['conversion_cpu_us'] for r in running):.1f} "
               f"| {statistics.median(r['wall_us'] for r in alone):.1f} "
               f"| {_hit_text(running[-1]['hit_rates'])} "
               f"| {statistics.median(r['load'] for r in running + alone):.1f} |", flush=True)
