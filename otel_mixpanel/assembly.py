@@ -16,7 +16,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from otel_mixpanel.span_reads import ended_span_attributes, span_events
+from otel_mixpanel.span_reads import (
+    context_is_remote,
+    context_trace_id,
+    ended_span_attributes,
+    span_context,
+    span_events,
+    span_parent,
+)
 
 # Beyond this many waiting spans, or this many bytes of their attributes and events (as
 # estimated by span_bytes), the oldest traces are let go, so memory stays bounded whatever the
@@ -70,8 +77,8 @@ def span_bytes(span: ReadableSpan) -> int:
 
 
 def is_local_root(span: ReadableSpan) -> bool:
-    parent = span.parent
-    return parent is None or parent.is_remote
+    parent = span_parent(span)
+    return parent is None or context_is_remote(parent)
 
 
 class TraceAssembler:
@@ -89,7 +96,7 @@ class TraceAssembler:
         now = self._clock()
         with self._lock:
             for span in spans:
-                context = span.context
+                context = span_context(span)
                 if context is None:
                     continue
                 if is_local_root(span):
@@ -98,7 +105,7 @@ class TraceAssembler:
                     mine.append(span)
                     complete.append(LocalTrace(span, mine))
                 else:
-                    self._hold(span, context.trace_id, now)
+                    self._hold(span, context_trace_id(context), now)
             if self._waiting:
                 complete.extend(self._release(lambda w: now - w.since >= self._wait
                                               or self._waiting_count > MAX_WAITING_SPANS

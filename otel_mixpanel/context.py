@@ -22,9 +22,16 @@ from otel_mixpanel.enrich.referrer import referrer_properties
 from otel_mixpanel.enrich.url import page_properties
 from otel_mixpanel.enrich.user_agent import NO_USER_AGENT, ParsedUserAgent, parse_user_agent
 from otel_mixpanel.limits import json_safe, safe_text_properties
-from otel_mixpanel.span_reads import ended_span_attributes
+from otel_mixpanel.span_reads import ended_span_attributes, span_kind, span_name
 from otel_mixpanel.span_reads import attribute_length_limit
-from otel_mixpanel.spans import HttpFacts, read_http, read_identity, request_header, request_header_cut
+from otel_mixpanel.spans import (
+    HttpFacts,
+    new_named_tuple,
+    read_http,
+    read_identity,
+    request_header,
+    request_header_cut,
+)
 
 
 class RequestContext(NamedTuple):
@@ -49,11 +56,6 @@ class RequestContext(NamedTuple):
     first_touch_profile: Mapping[str, Any] = MappingProxyType({})
 
 
-# As _new_request_facts below; also not RequestContext._make, which runs as Python code even when this module is
-# compiled.
-_new_request_context = partial(tuple.__new__, RequestContext)
-
-
 def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]]]:
     spans = trace.spans
     if len(spans) == 1:
@@ -67,7 +69,7 @@ def _root_first(trace: LocalTrace) -> list[tuple[ReadableSpan, Mapping[str, Any]
 def _server_request(spans: list[tuple[ReadableSpan, Mapping[str, Any]]]
                     ) -> tuple[ReadableSpan | None, Mapping[str, Any], HttpFacts | None]:
     for span, attributes in spans:
-        facts = read_http(span.name, span.kind, attributes)
+        facts = read_http(span_name(span), span_kind(span), attributes)
         if facts is not None:
             return span, attributes, facts
     return None, {}, None
@@ -147,10 +149,6 @@ class RequestFacts(NamedTuple):
     is_bot: bool
 
 
-# RequestFacts from a tuple of all its fields in order, as its generated __new__ makes it at about
-# twice the cost (one is made for every request).
-_new_request_facts = partial(tuple.__new__, RequestFacts)
-
 
 def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     """Step 2b's first half: the request, its identity and its user agent, read from the spans."""
@@ -162,8 +160,8 @@ def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     else:
         parsed = parse_user_agent(http.user_agent, settings.browser_names)
         is_bot = http.synthetic or parsed.is_bot
-    return _new_request_facts((spans, server_span, server_attributes, http, device_id, user_id, latitude, longitude,
-                               parsed, is_bot))
+    return new_named_tuple(RequestFacts, (spans, server_span, server_attributes, http, device_id, user_id, latitude,
+                                          longitude, parsed, is_bot))
 
 
 def build_context(trace: LocalTrace, settings: Settings, sensitive: frozenset[str]) -> RequestContext:
@@ -203,7 +201,7 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
     if latitude is not None:
         properties["$latitude"] = latitude
         properties["$longitude"] = facts.longitude
-    return _new_request_context((http, facts.server_span, facts.device_id, facts.user_id, ip, latitude,
+    return new_named_tuple(RequestContext, (http, facts.server_span, facts.device_id, facts.user_id, ip, latitude,
                                  facts.longitude, facts.is_bot, properties, page.page_view,
                                  user_agent.is_automated, first_touch.profile))
 

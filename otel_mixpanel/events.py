@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Final, Iterator, Mapping, NamedTuple, Sequence
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 
@@ -20,7 +20,8 @@ from otel_mixpanel.delivery.endpoints import Endpoint
 from otel_mixpanel.enrich.client_ip import geolocation_ip
 from otel_mixpanel.groups import group_membership, group_update, request_groups
 from otel_mixpanel.enrich.identity import distinct_id, identify_properties, identity_properties
-from otel_mixpanel.span_reads import span_events
+from otel_mixpanel.span_reads import context_span_id, context_trace_id, span_context, span_events, span_start_time
+from otel_mixpanel.spans import new_named_tuple
 from otel_mixpanel.limits import MAX_PROPERTIES, limit_property_count, safe_properties, truncate_utf8
 from otel_mixpanel.page_views import is_page_view
 from otel_mixpanel.version import __version__
@@ -51,6 +52,11 @@ _LOW_64_BITS = (1 << 64) - 1
 _PAGE_VIEW_SLOT = b"page"
 # BLAKE2b-64 before any input: copying it costs less than setting a new one up from its parameters.
 _EMPTY_BLAKE2B_64 = hashlib.blake2b(digest_size=8)
+# Its methods and the key's packing as functions: compiled, direct calls, where method calls look each name up.
+_copy: Final = type(_EMPTY_BLAKE2B_64).copy
+_update: Final = type(_EMPTY_BLAKE2B_64).update
+_hexdigest: Final = type(_EMPTY_BLAKE2B_64).hexdigest
+_pack_span_key: Final = _SPAN_KEY.pack
 
 
 def insert_id(trace_id: int, span_id: int, slot: str) -> str:
@@ -64,9 +70,10 @@ def insert_id(trace_id: int, span_id: int, slot: str) -> str:
 
 def _insert_id(trace_id: int, span_id: int, slot: bytes) -> str:
     """BLAKE2b-64 of the trace id (16 bytes), the span id (8 bytes) and the slot's UTF-8, in hex."""
-    digest = _EMPTY_BLAKE2B_64.copy()
-    digest.update(_SPAN_KEY.pack(trace_id >> 64, trace_id & _LOW_64_BITS, span_id) + slot)
-    return digest.hexdigest()
+    digest = _copy(_EMPTY_BLAKE2B_64)
+    _update(digest, _pack_span_key(trace_id >> 64, trace_id & _LOW_64_BITS, span_id) + slot)
+    hexdigest: str = _hexdigest(digest)
+    return hexdigest
 
 
 def _own_properties(attributes: Any) -> dict[str, Any]:
@@ -122,7 +129,7 @@ class EventBuilder:
             page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
         messages = []
         if page_view and server_span is not None:
-            messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT, server_span.start_time,
+            messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT, span_start_time(server_span),
                                         {**base, **context.page, **identity}, context.ip))
         for span, events in recorded:
             for index, span_event in enumerate(events):
@@ -149,7 +156,7 @@ class EventBuilder:
             return
         update = group_update(attributes, self._settings.token)
         if update is not None:
-            yield Message(GROUPS, update)
+            yield new_named_tuple(Message, (GROUPS, update))
 
     def _is_tracked(self, name: str) -> bool:
         """Whether a business event of this name is sent: not denied, and allowed when an allow-list is set."""
@@ -163,15 +170,16 @@ class EventBuilder:
         # one the application gave as an attribute, or none, goes through the check.
         properties["ip"] = ip if ip is client_ip and ip is not None else geolocation_ip(ip, self._settings.ip_mode)
         properties["time"] = int(timestamp or 0) // 1_000_000
-        span_context = span.context
-        properties["$insert_id"] = _insert_id(span_context.trace_id, span_context.span_id, slot)
+        ids = span_context(span)
+        assert ids is not None, "the assembler hands over only spans with a context"
+        properties["$insert_id"] = _insert_id(context_trace_id(ids), context_span_id(ids), slot)
         properties.setdefault("mp_lib", LIBRARY)
         properties.setdefault("$lib_version", LIBRARY_VERSION)
         if self._settings.token:
             properties["token"] = self._settings.token
         if len(properties) > MAX_PROPERTIES:
             properties = limit_property_count(properties, KEPT)
-        return Message(EVENTS, {"event": name, "properties": properties})
+        return new_named_tuple(Message, (EVENTS, {"event": name, "properties": properties}))
 
     def _identify(self, span: ReadableSpan, index: int, timestamp: int | None,
                   context: RequestContext, base: Mapping[str, Any]) -> Iterator[Message]:
@@ -200,7 +208,7 @@ class EventBuilder:
         if context.latitude is not None:
             update["$latitude"] = context.latitude
             update["$longitude"] = context.longitude
-        yield Message(PROFILES, update)
+        yield new_named_tuple(Message, (PROFILES, update))
 
     def _first_touch_update(self, context: RequestContext) -> Iterator[Message]:
         """At login, ``$set_once`` of the browser's first touch, as mixpanel-js's ``identify()``
@@ -218,4 +226,4 @@ class EventBuilder:
         if context.latitude is not None:
             update["$latitude"] = context.latitude
             update["$longitude"] = context.longitude
-        yield Message(PROFILES, update)
+        yield new_named_tuple(Message, (PROFILES, update))

@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 MAX_STRING_BYTES = 255
 MAX_PROPERTIES = 254
 MAX_COLLECTION_BYTES = 8 * 1024
 MAX_DEPTH = 3
 
+# str.isascii as a function: compiled (otel_mixpanel/compiled.py), calling it is a direct call, where
+# text.isascii() looks the method up by name first. Conversion asks it of nearly every text it reads.
+is_ascii: Final = str.isascii
+
 
 def truncate_utf8(text: str, limit: int = MAX_STRING_BYTES) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character; lone surrogates become "?"."""
-    if text.isascii():
+    if is_ascii(text):
         # One byte per character: the common case needs no encoding.
         return text if len(text) <= limit else text[:limit]
     try:
@@ -37,7 +41,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     """A JSON-encodable version of any attribute value, within Mixpanel's size limits."""
     if type(value) is str:
         # Most values are short ASCII text, which is already safe: answer that case first.
-        return value if len(value) <= MAX_STRING_BYTES and value.isascii() else truncate_utf8(value)
+        return value if len(value) <= MAX_STRING_BYTES and is_ascii(value) else truncate_utf8(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -93,7 +97,7 @@ def safe_text_properties(properties: dict[str, str]) -> dict[str, str]:
     names), plain ``str`` values. Hands back ``properties`` itself when every value is short ASCII, as
     nearly every URL is; so the caller must own it."""
     for value in properties.values():
-        if len(value) > MAX_STRING_BYTES or not value.isascii():
+        if len(value) > MAX_STRING_BYTES or not is_ascii(value):
             return {key: truncate_utf8(value) for key, value in properties.items()}
     return properties
 

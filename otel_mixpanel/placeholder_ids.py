@@ -10,12 +10,21 @@ as no id at all: the event falls back to the other id, or to ``distinct_id: ""``
 
 from __future__ import annotations
 
+from typing import Final
+
 PLACEHOLDER_IDS = frozenset({
     "-1", "0", "00000000-0000-0000-0000-000000000000", "<nil>", "[]", "{}", "anon", "anonymous", "false",
     "lmy47d", "n/a", "na", "nil", "none", "null", "true", "undefined", "unknown",
 })
 
 
+# Every placeholder longer than this is the nil UUID, which starts with a zero; lower() never shortens a
+# text nor makes a "0" of anything else. So real ids, mostly longer, are told apart without lowering them.
+_LONGEST_WORD: Final = max(len(text) for text in PLACEHOLDER_IDS if not text.startswith("0"))
+
+
 def is_placeholder_id(text: str) -> bool:
     """True when ``text`` (already stripped) is one of the placeholders, in any letter case."""
+    if len(text) > _LONGEST_WORD and not text.startswith("0"):
+        return False
     return text.lower() in PLACEHOLDER_IDS

@@ -3,17 +3,21 @@
 Conversion reads every attribute of every server span and asks every span for its events.
 The public API makes both cost several times what they need to: ``span.attributes`` is a
 ``MappingProxyType`` over the SDK's ``BoundedAttributes``, where each lookup goes through
-``__getitem__`` under a lock, and ``span.events`` copies the event list under a lock. Each
-read below checks the shape it relies on and falls back to the public API when the shape is
-not there (another SDK version, a hand-made ``ReadableSpan``), so it can only be slow, never
-wrong. tests/test_span_reads.py checks both paths against the public API.
+``__getitem__`` under a lock, and ``span.events`` copies the event list under a lock. The
+span's name, kind, context, parent and start time, and a span context's ids, are properties
+written in Python: each read is a Python function call, where the field behind it is one
+attribute look-up. Each read below checks the shape it relies on and falls back to the public
+API when the shape is not there (another SDK version, a hand-made or subclassed span), so it can
+only be slow, never wrong. tests/test_span_reads.py checks both paths against the public API.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Mapping, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.trace import SpanContext, SpanKind
 
 if TYPE_CHECKING:  # the web middleware reads spans too, and loads no SDK
     from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -55,9 +59,106 @@ def span_events(span: ReadableSpan) -> Sequence[Event]:
     costs a fraction of the copy ``span.events`` makes."""
     events = getattr(span, "_events", None)
     if events is not None:
+        # The SDK's BoundedList keeps its items in a deque, and its __len__ is Python code.
+        items = getattr(events, "_dq", None) if _is_sdk_bounded_list(events) else None
         try:
-            if len(events) == 0:
+            if len(items if type(items) is deque else events) == 0:
                 return ()
         except TypeError:
             pass
     return span.events
+
+
+# Classes of span event lists seen so far: whether each is the SDK's BoundedList. A process has one or two.
+_list_classes: Final[dict[type, bool]] = {}
+
+
+def _is_sdk_bounded_list(events: object) -> bool:
+    known = _list_classes.get(type(events))
+    if known is None:
+        try:
+            from opentelemetry.sdk.util import BoundedList
+        except ImportError:
+            known = False
+        else:
+            known = type(events) is BoundedList
+        if len(_list_classes) < _MAX_SPAN_CLASSES:
+            _list_classes[type(events)] = known
+    return known
+
+
+# The ReadableSpan properties read for every span, each of which returns the field of the same name
+# with a leading underscore.
+_FIELDS: Final = ("name", "kind", "context", "parent", "start_time")
+# Span classes seen so far: whether they read their fields as ReadableSpan does. A process has a few.
+_span_classes: Final[dict[type, bool]] = {}
+_MAX_SPAN_CLASSES: Final = 64
+
+
+def _sdk_fields(span: object) -> bool:
+    """Whether ``span``'s fields can be read directly: its class has ReadableSpan's properties
+    unchanged, and an instance keeps each field where they read it (checked once per class)."""
+    known = _span_classes.get(type(span))
+    if known is None:
+        known = _reads_as_readable_span(span)
+        if len(_span_classes) < _MAX_SPAN_CLASSES:
+            _span_classes[type(span)] = known
+    return known
+
+
+def _reads_as_readable_span(span: object) -> bool:
+    try:
+        from opentelemetry.sdk.trace import ReadableSpan
+    except ImportError:
+        return False
+    kind = type(span)
+    if not isinstance(span, ReadableSpan) or any(
+            getattr(kind, name, None) is not ReadableSpan.__dict__.get(name) for name in _FIELDS):
+        return False
+    missing = object()
+    try:
+        return all(getattr(span, "_" + name, missing) is getattr(span, name) for name in _FIELDS)
+    except AttributeError:
+        return False
+
+
+def span_name(span: ReadableSpan) -> str:
+    return span._name if _sdk_fields(span) else span.name
+
+
+def span_kind(span: ReadableSpan) -> SpanKind:
+    return span._kind if _sdk_fields(span) else span.kind
+
+
+def span_context(span: ReadableSpan) -> SpanContext | None:
+    return span._context if _sdk_fields(span) else span.context
+
+
+def span_parent(span: ReadableSpan) -> SpanContext | None:
+    return span._parent if _sdk_fields(span) else span.parent
+
+
+def span_start_time(span: ReadableSpan) -> int | None:
+    return span._start_time if _sdk_fields(span) else span.start_time
+
+
+def _context_is_its_tuple() -> bool:
+    """Whether the API's SpanContext is the tuple (trace id, span id, is remote, ...) its properties read."""
+    probe = SpanContext(trace_id=5, span_id=7, is_remote=True)
+    return (tuple.__getitem__(probe, 0) == probe.trace_id == 5 and tuple.__getitem__(probe, 1) == probe.span_id == 7
+            and tuple.__getitem__(probe, 2) is probe.is_remote is True)
+
+
+_CONTEXT_IS_ITS_TUPLE: Final = _context_is_its_tuple()
+
+
+def context_trace_id(context: SpanContext) -> int:
+    return context[0] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.trace_id
+
+
+def context_span_id(context: SpanContext) -> int:
+    return context[1] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.span_id
+
+
+def context_is_remote(context: SpanContext) -> bool:
+    return context[2] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.is_remote

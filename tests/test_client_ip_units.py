@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import sys
 
 import pytest
 
 from otel_mixpanel.config import Settings
+from otel_mixpanel.enrich import client_ip
 from otel_mixpanel.enrich.client_ip import (
     MAX_FORWARDING_CHARS,
     ProxiedRequest,
@@ -64,6 +66,23 @@ def test_random_ipv6_texts_are_normalised_as_ipaddress_writes_them():
         words = [rng.choice(groups + (format(rng.getrandbits(16), "x"),)) for _ in range(rng.randint(2, 9))]
         text = rng.choice(("", "::")) + ":".join(words) + rng.choice(("", "", "::"))
         assert address_text(text) == _ipaddress_text(text), text
+
+
+def test_random_ipv4_texts_are_read_as_the_general_parser_reads_them():
+    rng = random.Random(4)
+    parts = ("0", "00", "01", "1", "9", "10", "099", "255", "256", "300", "1000", "", " 1", "1 ", "0x1", "+1", "-1",
+             "\u0661")
+    for _ in range(20_000):
+        words = [rng.choice(parts) if rng.random() < 0.1 else str(rng.getrandbits(8))
+                 for _ in range(rng.choice((4, 4, 4, 3, 5)))]
+        text = ".".join(words) + rng.choice(("", "", ".", "\x00", "\n"))
+        general = parse_address(text)
+        assert address_text(text) == (str(general) if general else None), text
+
+
+def test_this_c_library_parses_ipv4_strictly():
+    # On Linux (glibc, musl), macOS and the BSDs an IPv4 address inet_pton takes is kept as it came.
+    assert client_ip._strict_ipv4_parser() is (sys.platform != "win32")
 
 
 def proxied(peer, headers, **settings):

@@ -9,10 +9,11 @@ the whole ``enrich_request`` with the composition it replaced, key order include
 from __future__ import annotations
 
 import logging
+import re
 from functools import partial
 from types import MappingProxyType
 from typing import Any, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from opentelemetry import trace
@@ -42,7 +43,6 @@ from otel_mixpanel.enrich.referrer import (
     _referrer_properties,
     referrer_properties,
     referring_domain,
-    search_by_patterns,
     search_info,
 )
 from otel_mixpanel.enrich.url import (
@@ -112,10 +112,36 @@ def test_queries_are_redacted_as_parsing_every_pair_would(query, sensitive):
     assert redact_query(query, sensitive) == expected
 
 
-@settings(max_examples=3000, deadline=None)
-@given(urls)
-def test_the_search_engine_pre_check_rules_out_only_what_no_pattern_matches(referrer):
-    assert search_info(referrer) == search_by_patterns(referrer)
+# mixpanel-js 2.83.0's own patterns (_.info.searchEngine, _.info.searchInfo), as regular expressions.
+JS_SEARCH_ENGINES = [(re.compile(r"https?://(.*)google.([^/?]*)"), "google"), (re.compile(r"https?://(.*)bing.com"), "bing"),
+                     (re.compile(r"https?://(.*)yahoo.com"), "yahoo"),
+                     (re.compile(r"https?://(.*)duckduckgo.com"), "duckduckgo")]
+JS_SEARCH_WORDS = {"q": re.compile(r"[?&]q=([^&#]*)"), "p": re.compile(r"[?&]p=([^&#]*)")}
+
+
+def _search_by_patterns(referrer: str) -> dict[str, str]:
+    for pattern, engine in JS_SEARCH_ENGINES:
+        if pattern.match(referrer):
+            found = {"$search_engine": engine}
+            words = JS_SEARCH_WORDS["p" if engine == "yahoo" else "q"].search(referrer)
+            if words and words.group(1):
+                found["mp_keyword"] = unquote(words.group(1)).replace("+", " ")
+            return found
+    return {}
+
+
+SEARCH_PIECES = ["https://", "http://", "HTTPS://", "google", "googl", "bing", "yahoo", "duckduckgo", ".", "com", "co",
+                 "\n", "\r", "/", "?", "&", "#", "q=", "p=", "?q=", "&q=", "?p=", "&p=", "shoes", "%20", "+", "=", "é"]
+
+
+@settings(max_examples=5000, deadline=None)
+@given(st.one_of(urls, st.lists(st.sampled_from(SEARCH_PIECES), max_size=14).map("".join)))
+@example("https://www.bing.com/search?q=red+shoes&form=QBLH")
+@example("https://xbing\ncom.example/")
+@example("https://a.example/?utm_source=google&q=1#q=2")
+@example("https://search.yahoo.com/search?q=no&p=yes")
+def test_search_engines_are_told_as_mixpanel_js_patterns_tell_them(referrer):
+    assert search_info(referrer) == _search_by_patterns(referrer)
 
 
 texts = st.text(st.sampled_from(["a", "Z", "é", "\ud800", "\U0001f600", " ", "%"]), max_size=300)

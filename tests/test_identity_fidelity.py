@@ -6,6 +6,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 
 import otel_mixpanel
@@ -43,6 +45,15 @@ def test_one_placeholder_list_for_user_ids_device_ids_and_the_ingest_server():
         assert valid_device_id(placeholder) is None
     assert is_placeholder_id("n/a") and is_placeholder_id("NA") and not is_placeholder_id("nathalie")
     assert identity_text("nathalie") == "nathalie"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.sampled_from(sorted(PLACEHOLDER_IDS)).flatmap(
+    lambda word: st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(word, upper)))),
+    st.text(max_size=40), st.text(alphabet="0-abcdefABCDEF\u0130\u212a", max_size=40)))
+def test_placeholders_are_told_as_lowering_every_id_would(text):
+    assert is_placeholder_id(text) == (text.lower() in PLACEHOLDER_IDS)
 
 
 def mixpanel_js_cookie(device: str) -> str:

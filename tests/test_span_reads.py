@@ -8,7 +8,22 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_mixpanel.span_reads import CHECKED_SDK_VERSIONS, ended_span_attributes, span_events
+from opentelemetry.trace import SpanContext, SpanKind
+
+from otel_mixpanel import span_reads
+from otel_mixpanel.span_reads import (
+    CHECKED_SDK_VERSIONS,
+    context_is_remote,
+    context_span_id,
+    context_trace_id,
+    ended_span_attributes,
+    span_context,
+    span_events,
+    span_kind,
+    span_name,
+    span_parent,
+    span_start_time,
+)
 
 
 def _release(text: str) -> tuple[int, ...]:
@@ -23,8 +38,19 @@ def _finished_spans() -> list[ReadableSpan]:
     with tracer.start_as_current_span("GET /", attributes={"http.request.method": "GET", "n": 3}) as span:
         span.add_event("Signed Up", {"plan": "pro"})
     with tracer.start_as_current_span("quiet", attributes={"tags": ("a", "b")}):
-        pass
+        with tracer.start_as_current_span("child", kind=SpanKind.CLIENT):
+            pass
     return list(exporter.get_finished_spans())
+
+
+def _fields(span):
+    """What conversion reads of a span through span_reads, and the same through the public API."""
+    contexts = [span_context(span), span_parent(span)]
+    direct = (span_name(span), span_kind(span), span_start_time(span), contexts,
+              [(context_trace_id(c), context_span_id(c), context_is_remote(c)) for c in contexts if c is not None])
+    public = (span.name, span.kind, span.start_time, [span.context, span.parent],
+              [(c.trace_id, c.span_id, c.is_remote) for c in (span.context, span.parent) if c is not None])
+    return direct, public
 
 
 def test_fast_paths_read_what_the_public_api_reads():
@@ -32,6 +58,8 @@ def test_fast_paths_read_what_the_public_api_reads():
         assert dict(ended_span_attributes(span)) == dict(span.attributes or {})
         assert [(e.name, dict(e.attributes or {}), e.timestamp) for e in span_events(span)] == \
             [(e.name, dict(e.attributes or {}), e.timestamp) for e in span.events]
+        direct, public = _fields(span)
+        assert direct == public
 
 
 def test_the_checked_sdk_releases_take_the_fast_path():
@@ -42,10 +70,14 @@ def test_the_checked_sdk_releases_take_the_fast_path():
         # A newer SDK than was read: the public API is correct either way; re-read its internals and
         # move CHECKED_SDK_VERSIONS when the fast paths still hold.
         return
-    with_events, quiet = _finished_spans()
+    with_events, child, quiet = _finished_spans()
     inner = with_events._attributes._dict  # type: ignore[attr-defined]
     assert ended_span_attributes(with_events) is inner, "the attributes were copied: the SDK's internals moved"
     assert span_events(quiet) == ()
+    assert span_reads._sdk_fields(child) and span_reads._sdk_fields(ReadableSpan(name="by hand")), \
+        "span fields are read through the properties: the SDK's internals moved"
+    assert span_reads._is_sdk_bounded_list(quiet._events), "the event list's length is read through its __len__"
+    assert span_reads._CONTEXT_IS_ITS_TUPLE, "span contexts are read through their properties"
 
 
 def test_hand_made_and_odd_spans_fall_back_to_the_public_api():
@@ -60,6 +92,31 @@ def test_hand_made_and_odd_spans_fall_back_to_the_public_api():
     odd = Odd(name="odd", attributes={"a": 1}, events=[event])
     odd._attributes = {"_dict": "not a dict"}  # type: ignore[assignment]
     assert dict(ended_span_attributes(odd)) == {"_dict": "not a dict"}
+
+
+def test_spans_and_contexts_that_read_their_fields_otherwise_are_read_through_their_properties():
+    class Renamed(ReadableSpan):
+        @property
+        def name(self):
+            return "renamed"
+
+    class Shifted(SpanContext):
+        @property
+        def trace_id(self):
+            return 42
+
+    context = Shifted(trace_id=1, span_id=2, is_remote=False)
+    span = Renamed(name="job", context=context, parent=SpanContext(3, 4, True), kind=SpanKind.CONSUMER, start_time=9)
+    direct, public = _fields(span)
+    assert direct == public
+    assert span_name(span) == "renamed" and context_trace_id(span_context(span)) == 42
+    assert context_is_remote(span_parent(span))
+    assert not span_reads._sdk_fields(span)
+
+    # A span without the fields ReadableSpan's properties read (a future SDK keeping them elsewhere).
+    moved = ReadableSpan(name="moved")
+    del moved._name
+    assert not span_reads._reads_as_readable_span(moved)
 
 
 def test_the_attribute_length_limit_is_read_from_live_and_ended_spans():

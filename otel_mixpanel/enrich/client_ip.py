@@ -14,7 +14,7 @@ import logging
 import re
 from functools import partial
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Final, Mapping, NamedTuple
 
 from otel_mixpanel.config import ENV_PREFIX, FORWARDING_LIST_HEADERS, Settings, TrustedProxies
 from otel_mixpanel.spans import REQUEST_HEADER_PREFIX, request_header
@@ -78,6 +78,23 @@ _IPV4 = int(AF_INET)
 _IPV6 = int(AF_INET6)
 
 
+def _strict_ipv4_parser() -> bool:
+    """Whether this C library's ``inet_pton`` takes only the dotted quad ``inet_ntop`` writes back unchanged
+    (glibc's, musl's and the BSDs' refuse leading zeros, short forms and missing parts); checked, not assumed."""
+    for loose in ("01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.", "0x1.2.3.4", " 1.2.3.4", "1.2.3.256"):
+        try:
+            inet_pton(_IPV4, loose)
+        except OSError:
+            continue
+        return False
+    return True
+
+
+# Then an IPv4 address it takes is already in normal form, and is kept as it came: inet_ntop writes an
+# IPv4 address through sprintf, a third of what normalising three IPv4 clients out of four cost.
+_IPV4_TAKEN_AS_WRITTEN: Final = _strict_ipv4_parser()
+
+
 def _plain_address_text(text: str) -> str | None:
     """A plain address (no port, brackets, zone or quotes) normalised by the C parser, which is ten
     times faster than ``ipaddress``; None leaves the text to ``parse_address``.
@@ -91,7 +108,8 @@ def _plain_address_text(text: str) -> str | None:
     try:
         if ":" not in text:
             if "." in text:
-                return inet_ntop(_IPV4, inet_pton(_IPV4, text))
+                packed = inet_pton(_IPV4, text)
+                return text if _IPV4_TAKEN_AS_WRITTEN else inet_ntop(_IPV4, packed)
         elif "." not in text:
             normalised = inet_ntop(_IPV6, inet_pton(_IPV6, text))
             return None if "." in normalised else normalised
@@ -162,8 +180,8 @@ def proxied_request(peer: str | None, header: HeaderReader, settings: Settings,
 
 
 # The proxy headers' attributes in both spellings that request_header reads (x-forwarded-for, x_forwarded_for).
-_FORWARDING_ATTRIBUTES = frozenset(REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded")
-                                   for spelling in (name, name.replace("-", "_")))
+_FORWARDING_ATTRIBUTES: Final = tuple(REQUEST_HEADER_PREFIX + spelling for name in ("x-forwarded-for", "forwarded")
+                                      for spelling in (name, name.replace("-", "_")))
 
 
 def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | None:
@@ -173,9 +191,21 @@ def untrusted_client(peer: str | None, attributes: Mapping[str, Any]) -> str | N
     Without a trusted proxy this is every request's path, and nearly every request has neither proxy
     header: their attributes are looked for first, and only read once there is one.
     """
-    if not _warned_untrusted_forwarding and not attributes.keys().isdisjoint(_FORWARDING_ATTRIBUTES):
+    if not _warned_untrusted_forwarding and _has_any(attributes, _FORWARDING_ATTRIBUTES):
         _warn_if_forwarded(partial(request_header, attributes))
     return address_text(peer)
+
+
+def _has_any(attributes: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    # Compiled, each test of the SDK's dict is a direct call of its C function: cheaper, for a few names,
+    # than the keys view and isdisjoint() method calls.
+    if type(attributes) is dict:
+        plain: dict[str, Any] = attributes
+        for name in names:
+            if name in plain:
+                return True
+        return False
+    return not attributes.keys().isdisjoint(names)
 
 
 def _warn_if_forwarded(header: HeaderReader) -> None:

@@ -78,32 +78,32 @@ NO_FIRST_TOUCH = FirstTouchProperties({}, MappingProxyType({}))
 # Initial UTM parameters and a stored campaign: what a campaign's visitors have on every span, and
 # most spans have neither.
 _OPTIONAL_ATTRIBUTE_NAMES: Final = tuple(attribute for attribute, _ in UTM_ATTRIBUTES + _STORED_ATTRIBUTES)
-_OPTIONAL_ATTRIBUTES: Final = frozenset(_OPTIONAL_ATTRIBUTE_NAMES)
+# The stored utm_source first: every campaign link has one, so a campaign's visitors nearly always carry it.
+_STORED_SOURCE: Final = CAMPAIGN_ATTRIBUTES[CAMPAIGN_PARAMETERS.index("utm_source")]
+_PRESENCE_ORDER: Final = (_STORED_SOURCE, *(name for name in _OPTIONAL_ATTRIBUTE_NAMES if name != _STORED_SOURCE))
 
 
-def _optional_values(attributes: Mapping[str, Any]) -> tuple[Any, ...] | None:
+def _optional_values(attributes: dict[str, Any]) -> tuple[Any, ...] | None:
     """The values of ``_OPTIONAL_ATTRIBUTE_NAMES`` in order, or None when the span has none of them.
 
-    The SDK's spans give a dict (span_reads.ended_span_attributes): compiled (otel_mixpanel/compiled.py),
-    each look-up in one typed so is a direct call of the dict's C function, where a map over ``attributes.get``
-    went through Python's generic calls, for every request of a campaign's visitors.
+    Compiled (otel_mixpanel/compiled.py), each test and look-up in the dict is a direct call of its C function,
+    cheaper than a keys view's isdisjoint() over spans with a few dozen attributes.
     """
-    if attributes.keys().isdisjoint(_OPTIONAL_ATTRIBUTES):
-        # Most spans: one pass over the smaller of the two sets of names tells.
-        return None
-    if type(attributes) is dict:
-        plain: dict[str, Any] = attributes
-        return tuple([plain.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
-    return tuple([attributes.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
+    for name in _PRESENCE_ORDER:
+        if name in attributes:
+            return tuple([attributes.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
+    return None
 
 
 def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -> FirstTouchProperties:
     """The first-touch properties recorded on a span, or empty ones when it has none."""
-    referrer = attributes.get(REFERRER_ATTRIBUTE)
+    # The SDK's spans give a dict (span_reads.ended_span_attributes); anything else is read as one.
+    plain: dict[str, Any] = attributes if type(attributes) is dict else dict(attributes)
+    referrer = plain.get(REFERRER_ATTRIBUTE)
     if type(referrer) is not str or not referrer:
         return NO_FIRST_TOUCH
-    domain = attributes.get(REFERRING_DOMAIN_ATTRIBUTE)
-    values = _optional_values(attributes)
+    domain = plain.get(REFERRING_DOMAIN_ATTRIBUTE)
+    values = _optional_values(plain)
     if values is None:
         return _first_touch(referrer, domain if type(domain) is str and domain else None, (), sensitive)
     if type(domain) is str or domain is None:
@@ -111,15 +111,16 @@ def read_first_touch(attributes: Mapping[str, Any], sensitive: frozenset[str]) -
             if type(value) is not str and value is not None:
                 break
         else:
-            return _campaign_touch(sensitive, referrer, domain, *values)
+            return _campaign_touch(sensitive, referrer, domain, values)
     # A value of another type (a str subclass equal to a cached str must not hit): read without the cache.
-    return _campaign_touch.__wrapped__(sensitive, referrer, domain, *values)
+    return _campaign_touch.__wrapped__(sensitive, referrer, domain, values)
 
 
 # A campaign link brings many browsers: each campaign's properties are made once, keyed on the
 # attributes' raw values, which are all str or None (read_first_touch), so the key needs no types.
 @lru_cache(maxsize=1024)
-def _campaign_touch(sensitive: frozenset[str], referrer: str, domain: Any, *values: Any) -> FirstTouchProperties:
+def _campaign_touch(sensitive: frozenset[str], referrer: str, domain: Any, values: tuple[Any, ...]
+                    ) -> FirstTouchProperties:
     """A first touch with UTM parameters or a stored campaign; ``values``: ``_OPTIONAL_ATTRIBUTE_NAMES``'s."""
     utm = tuple((key, value) for (_, key), value in zip(UTM_ATTRIBUTES, values) if type(value) is str and value)
     touch = _first_touch(referrer, domain if type(domain) is str and domain else None, utm, sensitive)

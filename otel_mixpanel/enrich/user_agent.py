@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 import ua_parser
 
 from otel_mixpanel.enrich.browser_names import mixpanel_properties
-from otel_mixpanel.limits import safe_properties
+from otel_mixpanel.limits import is_ascii, safe_properties
 
 # Far beyond any real browser's header. Longer input is cut before it is parsed or becomes a
 # cache key: a hostile header can neither make a request pay for a long regular-expression
@@ -104,7 +104,7 @@ def _parse(user_agent: str, names: str) -> ParsedUserAgent:
     # The native backend needs UTF-8: a lone surrogate (possible in a hand-set attribute,
     # never in a decoded header) would make it raise. An ASCII agent is used as it is, so
     # ua-parser's own cache holds the same string as ours, not a copy.
-    text = user_agent if user_agent.isascii() else user_agent.encode("utf-8", "replace").decode("utf-8")
+    text = user_agent if is_ascii(user_agent) else user_agent.encode("utf-8", "replace").decode("utf-8")
     if names == UA_PARSER_NAMES:
         result = ua_parser.parse(text)
         properties = _ua_parser_properties(result)
