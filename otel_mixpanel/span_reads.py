@@ -112,8 +112,8 @@ def _reads_as_readable_span(span: object) -> bool:
     except ImportError:
         return False
     kind = type(span)
-    if not isinstance(span, ReadableSpan) or any(
-            getattr(kind, name, None) is not ReadableSpan.__dict__.get(name) for name in _FIELDS):
+    if (not isinstance(span, ReadableSpan) or kind.__getattribute__ is not object.__getattribute__
+            or any(getattr(kind, name, None) is not ReadableSpan.__dict__.get(name) for name in _FIELDS)):
         return False
     missing = object()
     try:
@@ -130,8 +130,10 @@ def span_kind(span: ReadableSpan) -> SpanKind:
     return span._kind if _sdk_fields(span) else span.kind
 
 
-def span_context(span: ReadableSpan) -> SpanContext | None:
-    return span._context if _sdk_fields(span) else span.context
+def span_context(span: ReadableSpan) -> Any:
+    # Any, as the SDK's property is untyped: a span made by hand may carry any object with the ids as its context.
+    untyped: Any = span
+    return untyped._context if _sdk_fields(span) else untyped.context
 
 
 def span_parent(span: ReadableSpan) -> SpanContext | None:
@@ -152,13 +154,26 @@ def _context_is_its_tuple() -> bool:
 _CONTEXT_IS_ITS_TUPLE: Final = _context_is_its_tuple()
 
 
-def context_trace_id(context: SpanContext) -> int:
-    return context[0] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.trace_id
+# A span context's ids; ``context`` is Any, as span_context's answer: anything with the ids is read through them.
+def context_trace_id(context: Any) -> int:
+    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
+        exact: SpanContext = context
+        return exact[0]
+    trace_id: int = context.trace_id
+    return trace_id
 
 
-def context_span_id(context: SpanContext) -> int:
-    return context[1] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.span_id
+def context_span_id(context: Any) -> int:
+    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
+        exact: SpanContext = context
+        return exact[1]
+    span_id: int = context.span_id
+    return span_id
 
 
-def context_is_remote(context: SpanContext) -> bool:
-    return context[2] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.is_remote
+def context_is_remote(context: Any) -> bool:
+    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
+        exact: SpanContext = context
+        return exact[2]
+    is_remote: bool = context.is_remote
+    return is_remote

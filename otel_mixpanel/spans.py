@@ -6,7 +6,7 @@ any span). Nothing here interprets the values; later steps do.
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, Callable, Final, Mapping, NamedTuple
 from urllib.parse import urlsplit
 

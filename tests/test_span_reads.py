@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from types import SimpleNamespace
 
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -11,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanContext, SpanKind
 
 from otel_mixpanel import span_reads
+from otel_mixpanel.assembly import TraceAssembler
 from otel_mixpanel.span_reads import (
     CHECKED_SDK_VERSIONS,
     context_is_remote,
@@ -112,6 +114,23 @@ def test_spans_and_contexts_that_read_their_fields_otherwise_are_read_through_th
     assert span_name(span) == "renamed" and context_trace_id(span_context(span)) == 42
     assert context_is_remote(span_parent(span))
     assert not span_reads._sdk_fields(span)
+
+    class Masked(ReadableSpan):
+        """Properties unchanged, but every read goes through its own __getattribute__."""
+
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            return "masked" if name == "name" else value
+
+    assert span_name(Masked(name="GET /secret")) == "masked" and not span_reads._sdk_fields(Masked(name="x"))
+
+    # A span made by hand whose context is not a SpanContext but has its ids: read through them, as before.
+    by_hand = ReadableSpan(name="GET /", context=SimpleNamespace(trace_id=1, span_id=2, is_remote=False),
+                           kind=SpanKind.SERVER, start_time=1)
+    ids = span_context(by_hand)
+    assert (context_trace_id(ids), context_span_id(ids), context_is_remote(ids)) == (1, 2, False)
+    [trace] = TraceAssembler(1.0).add([by_hand])
+    assert trace.spans == [by_hand]
 
     # A span without the fields ReadableSpan's properties read (a future SDK keeping them elsewhere).
     moved = ReadableSpan(name="moved")

@@ -79,8 +79,9 @@ _IPV6 = int(AF_INET6)
 
 
 def _strict_ipv4_parser() -> bool:
-    """Whether this C library's ``inet_pton`` takes only the dotted quad ``inet_ntop`` writes back unchanged
-    (glibc's, musl's and the BSDs' refuse leading zeros, short forms and missing parts); checked, not assumed."""
+    """Whether this C library's ``inet_pton`` refuses the loose forms other parsers take (leading zeros, short
+    forms, missing parts, hexadecimal, padding): glibc's, musl's and the BSDs' take only the dotted quad that
+    ``inet_ntop`` writes back unchanged. Probed at import rather than assumed from the platform."""
     for loose in ("01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.", "0x1.2.3.4", " 1.2.3.4", "1.2.3.256"):
         try:
             inet_pton(_IPV4, loose)
@@ -109,7 +110,7 @@ def _plain_address_text(text: str) -> str | None:
         if ":" not in text:
             if "." in text:
                 packed = inet_pton(_IPV4, text)
-                return text if _IPV4_TAKEN_AS_WRITTEN else inet_ntop(_IPV4, packed)
+                return text if _IPV4_TAKEN_AS_WRITTEN and type(text) is str else inet_ntop(_IPV4, packed)
         elif "." not in text:
             normalised = inet_ntop(_IPV6, inet_pton(_IPV6, text))
             return None if "." in normalised else normalised
