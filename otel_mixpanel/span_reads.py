@@ -156,24 +156,15 @@ _CONTEXT_IS_ITS_TUPLE: Final = _context_is_its_tuple()
 
 # A span context's ids; ``context`` is Any, as span_context's answer: anything with the ids is read through them.
 def context_trace_id(context: Any) -> int:
-    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
-        exact: SpanContext = context
-        return exact[0]
-    trace_id: int = context.trace_id
+    trace_id: int = context[0] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.trace_id
     return trace_id
 
 
 def context_span_id(context: Any) -> int:
-    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
-        exact: SpanContext = context
-        return exact[1]
-    span_id: int = context.span_id
+    span_id: int = context[1] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.span_id
     return span_id
 
 
 def context_is_remote(context: Any) -> bool:
-    if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext:
-        exact: SpanContext = context
-        return exact[2]
-    is_remote: bool = context.is_remote
+    is_remote: bool = context[2] if _CONTEXT_IS_ITS_TUPLE and type(context) is SpanContext else context.is_remote
     return is_remote
