@@ -149,7 +149,6 @@ class RequestFacts(NamedTuple):
     is_bot: bool
 
 
-
 def read_request(trace: LocalTrace, settings: Settings) -> RequestFacts:
     """Step 2b's first half: the request, its identity and its user agent, read from the spans."""
     spans = _root_first(trace)
@@ -202,8 +201,8 @@ def enrich_request(facts: RequestFacts, settings: Settings, sensitive: frozenset
         properties["$latitude"] = latitude
         properties["$longitude"] = facts.longitude
     return new_named_tuple(RequestContext, (http, facts.server_span, facts.device_id, facts.user_id, ip, latitude,
-                                 facts.longitude, facts.is_bot, properties, page.page_view,
-                                 user_agent.is_automated, first_touch.profile))
+                                            facts.longitude, facts.is_bot, properties, page.page_view,
+                                            user_agent.is_automated, first_touch.profile))
 
 
 def _proxied_request(facts: RequestFacts, http: HttpFacts, settings: Settings) -> ProxiedRequest:

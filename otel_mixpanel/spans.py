@@ -98,8 +98,6 @@ class IdentityFacts(NamedTuple):
     longitude: float | None
 
 
-
-
 def _text(value: Any) -> str | None:
     if type(value) is str and is_ascii(value):
         # Nearly every attribute: plain ASCII text, needing no more than a strip.
