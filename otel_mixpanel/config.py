@@ -36,6 +36,7 @@ class TrustedProxies:
 
     hops: int = 0
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
     @cached_property
     def enabled(self) -> bool:
         """Whether any header is believed. Cached: conversion asks for every request, and a property would run

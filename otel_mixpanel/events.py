@@ -129,8 +129,9 @@ class EventBuilder:
             page_view = server_span is not None and is_page_view(context.http, context.is_automated, self._settings)
         messages = []
         if page_view and server_span is not None:
-            messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT, span_start_time(server_span),
-                                        {**base, **context.page, **identity}, context.ip))
+            messages.append(self._event(self._page_view_name, server_span, _PAGE_VIEW_SLOT,
+                                        span_start_time(server_span), {**base, **context.page, **identity},
+                                        context.ip))
         for span, events in recorded:
             for index, span_event in enumerate(events):
                 if span_event.name == IDENTIFY_EVENT:

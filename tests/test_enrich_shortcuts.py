@@ -113,7 +113,8 @@ def test_queries_are_redacted_as_parsing_every_pair_would(query, sensitive):
 
 
 # mixpanel-js 2.83.0's own patterns (_.info.searchEngine, _.info.searchInfo), as regular expressions.
-JS_SEARCH_ENGINES = [(re.compile(r"https?://(.*)google.([^/?]*)"), "google"), (re.compile(r"https?://(.*)bing.com"), "bing"),
+JS_SEARCH_ENGINES = [(re.compile(r"https?://(.*)google.([^/?]*)"), "google"),
+                     (re.compile(r"https?://(.*)bing.com"), "bing"),
                      (re.compile(r"https?://(.*)yahoo.com"), "yahoo"),
                      (re.compile(r"https?://(.*)duckduckgo.com"), "duckduckgo")]
 JS_SEARCH_WORDS = {"q": re.compile(r"[?&]q=([^&#]*)"), "p": re.compile(r"[?&]p=([^&#]*)")}

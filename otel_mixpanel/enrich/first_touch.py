@@ -89,8 +89,8 @@ def _optional_values(attributes: dict[str, Any]) -> tuple[Any, ...] | None:
     Compiled (otel_mixpanel/compiled.py), each test and look-up in the dict is a direct call of its C function,
     cheaper than a keys view's isdisjoint() over spans with a few dozen attributes.
     """
-    for name in _PRESENCE_ORDER:
-        if name in attributes:
+    for present in _PRESENCE_ORDER:
+        if present in attributes:
             return tuple([attributes.get(name) for name in _OPTIONAL_ATTRIBUTE_NAMES])
     return None
 
